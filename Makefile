@@ -1,0 +1,43 @@
+# o2o-bench: `make reproduce` and `make test` set themselves up through `make setup`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+TABLE   ?= quickstart
+BUDGET  ?=
+WORKERS ?= 2
+BACKEND ?= local
+
+.PHONY: setup test reproduce datasets bench lint clean help
+
+help:
+	@echo "make reproduce [TABLE=quickstart|offline|o2o|famo2o|local] [BUDGET=smoke|short|full] [WORKERS=N]"
+	@echo "make test | make datasets | make bench | make lint | make setup"
+
+setup: $(STAMP)
+
+# torch first, from the pinned CPU wheel (an unpinned torch pulls gigabytes of CUDA wheels), then the lock file.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+reproduce: setup
+	$(BIN)/python -m o2o.suite reproduce $(TABLE) $(if $(BUDGET),--budget $(BUDGET)) --workers $(WORKERS) --backend $(BACKEND)
+
+datasets: setup
+	$(BIN)/python -m o2o.generate all
+
+bench: setup
+	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=mean,ops,rounds
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .tox .benchmarks

@@ -1,0 +1,117 @@
+"""Environment factory: dataset spec -> the gymnasium env it is evaluated in, with D4RL's observation layout.
+
+Each domain has an adapter `make_env(spec, render_mode=None) -> gym.Env`; locomotion is here, the others live in
+`o2o.domains.<domain>`. Every env returned has a flat Box observation of `spec.obs_dim`, a TimeLimit of
+`spec.max_episode_steps`, and puts `success` in `info` where the domain has one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from o2o.registry import DatasetSpec, get_spec
+
+ANT_CONTACT_DIMS = 84  # D4RL's ant-v2 observations carry 84 contact-force dims that mujoco-py 2.x left at zero
+
+
+class ZeroPadObservation(gym.ObservationWrapper):
+    """Append `n` zeros to a flat observation (D4RL ant: 27 dims + 84 all-zero contact forces = 111)."""
+
+    def __init__(self, env: gym.Env, n: int) -> None:
+        super().__init__(env)
+        self.n = n
+        low = np.concatenate([env.observation_space.low, np.zeros(n)])
+        high = np.concatenate([env.observation_space.high, np.zeros(n)])
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float64)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.concatenate([observation, np.zeros(self.n, dtype=observation.dtype)])
+
+
+def make_locomotion_env(spec: DatasetSpec, render_mode: str | None = None) -> gym.Env:
+    """Hopper/HalfCheetah/Walker2d/Ant in D4RL's layout (see README for the v4/v5 choice per family)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*out of date.*")
+        env = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps, render_mode=render_mode,
+                       disable_env_checker=True)
+    if spec.family == "ant" and env.observation_space.shape[0] + ANT_CONTACT_DIMS == spec.obs_dim:
+        env = ZeroPadObservation(env, ANT_CONTACT_DIMS)
+    return env
+
+
+def make_generic_env(spec: DatasetSpec, render_mode: str | None = None) -> gym.Env:
+    """Any gymnasium env by id (bring-your-own datasets), flattened when it has a dict observation."""
+    env = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps, render_mode=render_mode,
+                   disable_env_checker=True)
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+# domain -> "module:function"; a domain issue can plug a new adapter in here or through register_adapter.
+ADAPTERS: dict[str, str | Callable[..., gym.Env]] = {
+    "locomotion": make_locomotion_env,
+    "antmaze": "o2o.domains.antmaze:make_env",
+    "adroit": "o2o.domains.adroit:make_env",
+    "kitchen": "o2o.domains.kitchen:make_env",
+}
+
+
+def register_adapter(domain: str, factory: Callable[..., gym.Env]) -> None:
+    """Plug in (or replace) the env adapter of a domain."""
+    ADAPTERS[domain] = factory
+
+
+def _adapter(domain: str) -> Callable[..., gym.Env]:
+    fn = ADAPTERS[domain]
+    if isinstance(fn, str):
+        mod, attr = fn.split(":")
+        fn = getattr(importlib.import_module(mod), attr)
+    return fn
+
+
+def _register_robotics() -> None:
+    try:
+        import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+    except ImportError:  # pragma: no cover - a pinned dependency
+        pass
+
+
+def make_env(spec: DatasetSpec | str, render_mode: str | None = None) -> gym.Env:
+    """The evaluation env of a dataset (spec or name), observations in the dataset's layout."""
+    if isinstance(spec, str):
+        spec = get_spec(spec)
+    if spec.source in ("file", "minari"):
+        _register_robotics()
+        return make_generic_env(spec, render_mode)
+    if spec.domain != "locomotion":
+        _register_robotics()
+    return _adapter(spec.domain)(spec, render_mode=render_mode)
+
+
+def make_vector_env(spec: DatasetSpec | str, num_envs: int) -> gym.vector.SyncVectorEnv:
+    """A synchronous vector env of `num_envs` copies (faster than async on 2 cores)."""
+    return gym.vector.SyncVectorEnv(
+        [lambda: make_env(spec) for _ in range(num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+
+
+def env_dims(env_id: str) -> tuple[int, int, int | None]:
+    """(obs_dim, act_dim, max_episode_steps) of a gymnasium env id."""
+    _register_robotics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = gym.make(env_id, disable_env_checker=True)
+    space = env.observation_space
+    obs_dim = int(gym.spaces.flatdim(space))
+    steps = env.spec.max_episode_steps if env.spec else None
+    env.close()
+    return obs_dim, int(np.prod(env.action_space.shape)), steps

@@ -1,0 +1,224 @@
+"""Run records: `summary.json` and `evals.csv` in a run's output directory, written atomically.
+
+They are the contract between the algorithm files, the suite runner and the analysis (README, "Run records").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+EVAL_COLUMNS = ["step", "phase", "env_steps", "normalized_score", "return_mean", "return_std", "success_rate"]
+STATUSES = ("running", "finished", "diverged", "failed")
+PACKAGES = ("torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "h5py", "minari")
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write text to `path` through a temporary file and os.replace (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a result."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    import platform
+
+    out["python"] = platform.python_version()
+    return out
+
+
+def git_commit() -> str | None:
+    """HEAD of the project's checkout, with '-dirty' when it has uncommitted changes; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe value: NaN/inf become None, numpy scalars become Python numbers, paths strings."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        try:
+            x = x.item()
+        except (ValueError, AttributeError):
+            return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+class RunRecorder:
+    """Keeps a run's evaluations and writes summary.json and evals.csv after every change."""
+
+    def __init__(self, out: str | Path, algorithm: str, dataset: str, seed: int, config: dict[str, Any],
+                 budget: str | None = None, resume: bool = False) -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.base = {"algorithm": algorithm, "dataset": dataset, "seed": int(seed), "budget": budget}
+        self.config = config
+        self.rows: list[dict[str, Any]] = []
+        self.extra_columns: list[str] = []
+        self.started = time.time()
+        self.elapsed_before = 0.0
+        self.steps = 0
+        self.env_steps = 0
+        self.status = "running"
+        self.error: str | None = None
+        self.extra: dict[str, Any] = {}
+        if resume:
+            self._load()
+        self.write()
+
+    def _load(self) -> None:
+        ev = self.out / "evals.csv"
+        if ev.exists():
+            with open(ev) as f:
+                reader = csv.DictReader(f)
+                self.extra_columns = [c for c in (reader.fieldnames or []) if c not in EVAL_COLUMNS]
+                for row in reader:
+                    self.rows.append({k: _parse(v) for k, v in row.items()})
+        sm = self.out / "summary.json"
+        if sm.exists():
+            try:
+                old = json.loads(sm.read_text())
+                self.elapsed_before = float(old.get("wall_time_s") or 0.0)
+                self.extra = old.get("extra") or {}
+            except (json.JSONDecodeError, ValueError):
+                pass
+
+    def truncate_after(self, step: int) -> None:
+        """Drop evaluations logged after `step` (a resumed run continues from its checkpoint's step)."""
+        self.rows = [r for r in self.rows if int(r["step"]) <= step]
+        self.write()
+
+    def log_eval(self, step: int, phase: str, env_steps: int, normalized_score: float, return_mean: float,
+                 return_std: float, success_rate: float | None = None, **extra: float) -> None:
+        """Append one evaluation row (phase 'offline' or 'online'); extra columns are kept after the standard ones."""
+        if phase not in ("offline", "online"):
+            raise ValueError(f"phase must be 'offline' or 'online', not {phase!r}")
+        row = dict(step=int(step), phase=phase, env_steps=int(env_steps), normalized_score=float(normalized_score),
+                   return_mean=float(return_mean), return_std=float(return_std),
+                   success_rate=None if success_rate is None else float(success_rate))
+        for k, v in extra.items():
+            if k not in self.extra_columns:
+                self.extra_columns.append(k)
+            row[k] = v
+        self.rows.append(row)
+        self.steps = max(self.steps, int(step))
+        self.env_steps = max(self.env_steps, int(env_steps))
+        self.write()
+
+    def progress(self, steps: int, env_steps: int = 0) -> None:
+        """Record how far training got (written with the next summary)."""
+        self.steps, self.env_steps = int(steps), int(env_steps)
+
+    def finish(self, status: str = "finished", error: str | None = None) -> None:
+        """Mark the run finished, diverged or failed and write the final records."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        self.status, self.error = status, error
+        self.write()
+
+    def summary(self) -> dict[str, Any]:
+        """The summary.json content computed from the evaluations so far."""
+        def scores(phase: str | None) -> list[float]:
+            return [r["normalized_score"] for r in self.rows if phase is None or r["phase"] == phase]
+
+        def last(xs: list[float]) -> float | None:
+            return xs[-1] if xs else None
+
+        def best(xs: list[float]) -> float | None:
+            return max(xs) if xs else None
+
+        allx, off, on = scores(None), scores("offline"), scores("online")
+        succ = [r["success_rate"] for r in self.rows if r.get("success_rate") is not None]
+        return _clean({
+            **self.base,
+            "status": self.status,
+            "last_score": last(allx), "best_score": best(allx),
+            "offline_score": last(off), "online_score": last(on),
+            "offline_best": best(off), "online_best": best(on),
+            "last_success_rate": last(succ),
+            "wall_time_s": round(self.elapsed_before + time.time() - self.started, 3),
+            "steps": self.steps, "env_steps": self.env_steps,
+            "n_evals": len(self.rows),
+            "config": self.config,
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "error": self.error,
+            "extra": self.extra,
+            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+
+    def write(self) -> None:
+        """Write evals.csv then summary.json, each atomically."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=EVAL_COLUMNS + self.extra_columns, extrasaction="ignore")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        atomic_write(self.out / "evals.csv", buf.getvalue())
+        atomic_write(self.out / "summary.json", json.dumps(self.summary(), indent=2, sort_keys=False) + "\n")
+
+
+def _parse(v: str) -> Any:
+    if v == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def read_summary(out: str | Path) -> dict[str, Any] | None:
+    """summary.json of a run directory, or None when absent or unreadable."""
+    p = Path(out) / "summary.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_finished(out: str | Path) -> bool:
+    """True when the run directory holds a valid summary of a run that ended (finished or diverged)."""
+    s = read_summary(out)
+    return bool(s) and s.get("status") in ("finished", "diverged") and (Path(out) / "evals.csv").exists()
