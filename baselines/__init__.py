@@ -1,0 +1,1 @@
+"""Single-file algorithm implementations (run as scripts: python baselines/<name>.py --help)."""
