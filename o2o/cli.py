@@ -101,8 +101,9 @@ def parse_config(cls: type[C], presets: Callable[[DatasetSpec], dict[str, Any]] 
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         tp = hints[f.name]
+        scaled = ", scaled by --budget" if "smoke" in f.metadata else ""
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, type=_caster(tp),
-                                  help=f"(default: {default!r}{', scaled by --budget' if 'smoke' in f.metadata else ''})")
+                                  help=f"(default: {default!r}{scaled})")
         if tp is bool:
             kw.update(nargs="?", const=True)
         if f.name == "budget":

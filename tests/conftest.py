@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny D4RL-layout datasets generated on the fly from the real environments."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def random_policy(act_dim: int, scale: float = 1.0):
+    """A uniform random policy in the rollout() signature."""
+    def policy(obs: np.ndarray, rng: np.random.Generator):
+        a = rng.uniform(-scale, scale, size=(len(obs), act_dim)).astype(np.float32)
+        return a, np.zeros(len(obs), np.float32)
+
+    return policy
+
+
+@pytest.fixture(scope="session")
+def hopper_arrays() -> dict[str, np.ndarray]:
+    """1500 transitions of a random policy on the hopper evaluation env, in D4RL's layout."""
+    from o2o.generate import rollout
+    from o2o.registry import get_spec
+
+    return rollout(get_spec("hopper-medium-v2"), random_policy(3), 1500, seed=0)
+
+
+@pytest.fixture(scope="session")
+def hopper_file(tmp_path_factory, hopper_arrays) -> str:
+    """Path of an HDF5 file holding hopper_arrays."""
+    from o2o.generate import write_d4rl_hdf5
+
+    path = tmp_path_factory.mktemp("data") / "hopper_tiny.hdf5"
+    write_d4rl_hdf5(path, hopper_arrays, {"policy": "random"})
+    return str(path)
