@@ -26,6 +26,15 @@ class EvalResult:
     lengths: np.ndarray
 
 
+def episode_success(spec: DatasetSpec, success_steps: int) -> bool:
+    """An episode succeeds when `success` held on any step; Adroit needs D4RL's >20 (pen) / >25 steps."""
+    if spec.domain == "adroit":
+        from o2o.domains.adroit import EPISODE_SUCCESS_STEPS
+
+        return success_steps > EPISODE_SUCCESS_STEPS[spec.family]
+    return success_steps > 0
+
+
 def eval_seeds(run_seed: int, eval_index: int, n: int) -> list[int]:
     """Distinct, reproducible env seeds for the `eval_index`-th evaluation of a run (new start states each time)."""
     rng = np.random.default_rng([run_seed, eval_index, 0xE7A1])
@@ -56,7 +65,7 @@ def evaluate(
             obs, _ = envs.reset(seed=batch + [s + 1 for s in seeds[: num_envs - k]])
             ret = np.zeros(num_envs)
             length = np.zeros(num_envs, dtype=np.int64)
-            succ = np.zeros(num_envs, dtype=bool)
+            succ = np.zeros(num_envs, dtype=np.int64)  # steps with info["success"] in each episode
             alive = np.zeros(num_envs, dtype=bool)
             alive[:k] = True
             while alive.any():
@@ -70,11 +79,11 @@ def evaluate(
                 if "success" in info:
                     s = np.asarray(info["success"], dtype=bool)
                     mask = info.get("_success", np.ones(num_envs, dtype=bool))
-                    succ |= s & mask & alive
+                    succ += s & mask & alive
                 alive &= ~(term | trunc)
             returns += ret[:k].tolist()
             lengths += length[:k].tolist()
-            successes += succ[:k].tolist()
+            successes += [episode_success(spec, int(c)) for c in succ[:k]]
     finally:
         envs.close()
     r = np.asarray(returns)
