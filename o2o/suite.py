@@ -1,0 +1,1109 @@
+"""Suites of runs (algorithms x datasets x seeds, `suites/*.yaml`): validate, run, collect and report them.
+
+Command line (`python -m o2o.suite ...`):
+  run SUITE [--budget B] [--workers N] [--backend local|ray] [--out DIR] [--only PATTERN] [--dry-run]
+  collect SUITE [--runs DIR] [--out DIR]
+  report SUITE [--runs DIR] [--out DIR]
+  reproduce SUITE [--budget B] [--workers N] [--backend local|ray]   (run, collect, report)
+  list | validate [SUITE ...]
+
+SUITE is a name in suites/ (`offline`, `o2o`, `famo2o`, `local`, `quickstart`) or a path to a YAML file. Runs go to
+`results/<suite>/runs/<algorithm>/<dataset>/seed<N>/`; tables and figures to `results/<suite>/`.
+
+Suite file keys: `description`, `budget` (smoke|short|full, the default of --budget), `seeds` (a list of ints or a
+count), `min_seeds`, `datasets` (names; `{a,b}` expands, e.g. `{hopper,walker2d}-medium-v2`), `args` (fields for every
+algorithm), `published` (pattern of results/published/*.csv for the report) and `algorithms`: a mapping of a name to
+`{file: PATH, args: {...}, datasets: [...], seeds: [...]}` or just to its file. An `args` value is a scalar, a list,
+or a mapping by budget (`{smoke: 1000, short: 100000, full: 1000000}`; a budget it lacks leaves the field unset).
+
+The sweep is resumable and idempotent: a run whose directory holds a finished (or diverged) summary is skipped; one
+with a checkpoint is restarted with `--resume true`; a failed run is recorded (its summary.json gets status 'failed'
+and the tail of its log.txt, `<out>/failures.csv` a line) and the sweep goes on. The runner keeps nothing that
+matters in memory: a killed runner loses no finished run, and run directories are locked while a run is alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import dataclasses
+import fcntl
+import fnmatch
+import importlib.util
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from o2o.cli import BUDGETS
+from o2o.records import atomic_write, is_finished, read_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES_DIR = ROOT / "suites"
+RESULTS_DIR = Path("results")
+TOP_KEYS = ("name", "description", "budget", "seeds", "min_seeds", "datasets", "args", "published", "algorithms")
+ALGORITHM_KEYS = ("file", "args", "datasets", "seeds")
+RESERVED_ARGS = ("dataset", "env", "seed", "out", "budget", "resume", "device")
+RUN_FILE = "run.json"
+LOG_FILE = "log.txt"
+LOCK_FILE = ".lock"
+FAILURES_FILE = "failures.csv"
+REPORT_MODULE = "analysis.report"
+FAILURE_COLUMNS = ["time", "run_id", "algorithm", "dataset", "seed", "exit_code", "run_dir", "error"]
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "O2O_NUM_THREADS")
+TAIL_LINES = 30
+TAIL_CHARS = 4000
+HEARTBEAT_S = 30.0
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_ARG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_BRACE_RE = re.compile(r"\{([^{}]*)\}")
+
+# Started as `python -c _EXEC <file> <args...>`: the run dies with the runner (SIGTERM on the parent's death), then
+# the interpreter replaces itself with `python <file> <args...>`, so the algorithm sees its usual sys.argv.
+_EXEC = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "parent = os.environ.get('O2O_SUITE_PARENT')\n"
+    "if parent and os.getppid() != int(parent):\n"
+    "    sys.exit(143)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+)
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used: a one-line message naming the file and the key."""
+
+
+# ------------------------------------------------------------------------------------------------------ suite files
+@dataclass(frozen=True)
+class AlgorithmEntry:
+    """One algorithm of a suite: its file, its extra fields, and the datasets and seeds it runs on."""
+
+    name: str
+    file: Path
+    args: dict[str, Any]
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a sweep: an algorithm file on a dataset with a seed, writing to its own directory."""
+
+    algorithm: str
+    file: str
+    dataset: str
+    seed: int
+    budget: str
+    args: tuple[tuple[str, str], ...]
+    out: str
+    device: str | None = None
+
+    @property
+    def id(self) -> str:
+        """`algorithm/dataset/seedN`, the name `--only` patterns match."""
+        return f"{self.algorithm}/{self.dataset}/seed{self.seed}"
+
+    def command(self, resume: bool = False) -> list[str]:
+        """The command line of the run (the common command line of every algorithm file plus its fields)."""
+        cmd = [sys.executable, self.file, "--dataset", self.dataset, "--seed", str(self.seed), "--out", self.out,
+               "--budget", self.budget]
+        if self.device:
+            cmd += ["--device", self.device]
+        for key, value in self.args:
+            cmd += [f"--{key.replace('_', '-')}", value]
+        if resume:
+            cmd += ["--resume", "true"]
+        return cmd
+
+    def spec(self) -> dict[str, Any]:
+        """What decides the run's result, recorded in run.json to tell a stale run directory."""
+        return {"algorithm": self.algorithm, "file": _display_path(Path(self.file)), "dataset": self.dataset,
+                "seed": self.seed, "budget": self.budget, "args": dict(self.args)}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite file."""
+
+    name: str
+    path: Path
+    description: str
+    budget: str
+    seeds: tuple[int, ...]
+    datasets: tuple[str, ...]
+    algorithms: dict[str, AlgorithmEntry]
+    published: str | None = None
+    min_seeds: int = 1
+
+    def runs(self, out: str | Path, budget: str | None = None, device: str | None = None) -> list[Run]:
+        """Every run of the suite, seed-major (all tasks of seed 0 first, so a partial sweep is balanced)."""
+        budget = budget or self.budget
+        if budget not in BUDGETS:
+            raise SuiteError(f"budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
+        out = Path(out).resolve()
+        items = []
+        for algo in self.algorithms.values():
+            args = tuple((k, _cli_value(v)) for k, v in _args_for_budget(algo.args, budget).items())
+            for dataset in algo.datasets:
+                for seed in algo.seeds:
+                    run_dir = out / algo.name / _safe(dataset) / f"seed{seed}"
+                    items.append(Run(algo.name, str(algo.file), dataset, seed, budget, args, str(run_dir), device))
+        order = {name: i for i, name in enumerate(self.algorithms)}
+        dorder = {name: i for i, name in enumerate(self._all_datasets())}
+        return sorted(items, key=lambda r: (r.seed, dorder[r.dataset], order[r.algorithm]))
+
+    def _all_datasets(self) -> list[str]:
+        seen: dict[str, None] = dict.fromkeys(self.datasets)
+        for algo in self.algorithms.values():
+            seen.update(dict.fromkeys(algo.datasets))
+        return list(seen)
+
+    def missing_files(self, algorithms: Iterable[str] | None = None) -> list[str]:
+        """One message per algorithm (of those named, default all) whose file does not exist."""
+        names = list(self.algorithms) if algorithms is None else list(algorithms)
+        where = _display_path(self.path)
+        return [f"{where}: algorithms.{n}.file: no such file {_display_path(self.algorithms[n].file)}"
+                for n in names if not self.algorithms[n].file.is_file()]
+
+
+def config_fields(file: Path) -> set[str] | None:
+    """Field names declared in the file's classes and in project modules it imports (read, not imported)."""
+    from o2o.cli import RunConfig
+
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    todo, seen = [file], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            tree = ast.parse(path.read_text())
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            if path == file:
+                return None
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                names.update(st.target.id for st in node.body
+                             if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name))
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                top = node.module.split(".")[0]
+                if top in ("algorithms", "baselines"):
+                    todo.append(ROOT / (node.module.replace(".", "/") + ".py"))
+    return names
+
+
+def unknown_args(suite: Suite) -> list[str]:
+    """One message per `args` field that the algorithm's file does not declare (files that exist only)."""
+    where = _display_path(suite.path)
+    out = []
+    for algo in suite.algorithms.values():
+        fields = config_fields(algo.file) if algo.file.is_file() else None
+        if fields is None:
+            continue
+        out += [f"{where}: algorithms.{algo.name}.args.{k}: {_display_path(algo.file)} has no field {k!r}"
+                for k in algo.args if k not in fields]
+    return out
+
+
+def _safe(dataset: str) -> str:
+    return dataset.replace(":", "_").replace("/", "_")
+
+
+def _display_path(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _cli_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, (list, tuple)):
+        return ",".join(_cli_value(x) for x in v)
+    return str(v)
+
+
+def _args_for_budget(args: dict[str, Any], budget: str) -> dict[str, Any]:
+    out = {}
+    for k, v in args.items():
+        if isinstance(v, dict):
+            if budget in v:
+                out[k] = v[budget]
+        else:
+            out[k] = v
+    return out
+
+
+def expand_braces(text: str) -> list[str]:
+    """Expand `{a,b}` groups: 'x-{a,b}-{1,2}' -> ['x-a-1', 'x-a-2', 'x-b-1', 'x-b-2']."""
+    m = _BRACE_RE.search(text)
+    if m is None:
+        return [text]
+    head, tail = text[:m.start()], text[m.end():]
+    return [x for alt in m.group(1).split(",") for x in expand_braces(head + alt.strip() + tail)]
+
+
+def suite_names() -> list[str]:
+    """Names of the suites in suites/."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def resolve_suite_path(suite: str | Path) -> Path:
+    """A suite name in suites/ or a path to a YAML file."""
+    p = Path(suite)
+    named = p.suffix not in (".yaml", ".yml") and os.sep not in str(suite)
+    if named and (SUITES_DIR / f"{suite}.yaml").is_file():
+        return SUITES_DIR / f"{suite}.yaml"
+    if p.is_file():
+        return p
+    if named:
+        raise SuiteError(f"{suite}: unknown suite; known: {', '.join(suite_names()) or '(none)'} (or give a path)")
+    raise SuiteError(f"{suite}: no such suite file")
+
+
+def _resolve_file(value: str, suite_path: Path) -> Path:
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    for base in (ROOT, suite_path.resolve().parent, Path.cwd()):
+        if (base / p).is_file():
+            return (base / p).resolve()
+    return (ROOT / p).resolve()
+
+
+class _Checker:
+    """Validation helpers that raise SuiteError as `<file>: <key>: <problem>`."""
+
+    def __init__(self, path: Path) -> None:
+        self.where = _display_path(path)
+
+    def fail(self, key: str, problem: str) -> SuiteError:
+        return SuiteError(f"{self.where}: {key}: {problem}" if key else f"{self.where}: {problem}")
+
+    def keys(self, data: dict[str, Any], allowed: Sequence[str], prefix: str) -> None:
+        for k in data:
+            if k not in allowed:
+                key = f"{prefix}.{k}" if prefix else str(k)
+                raise self.fail(key, f"unknown key; allowed: {', '.join(allowed)}")
+
+    def seeds(self, value: Any, key: str) -> tuple[int, ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise self.fail(key, f"a seed count must be at least 1, not {value}")
+            return tuple(range(value))
+        if not isinstance(value, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+            raise self.fail(key, f"must be a list of integers or a count, not {value!r}")
+        if not value:
+            raise self.fail(key, "no seeds given")
+        if len(set(value)) != len(value):
+            raise self.fail(key, f"seeds repeat: {value}")
+        if any(s < 0 for s in value):
+            raise self.fail(key, f"seeds must be non-negative: {value}")
+        return tuple(value)
+
+    def datasets(self, value: Any, key: str) -> tuple[str, ...]:
+        from o2o.registry import get_spec
+
+        if not isinstance(value, list) or not value or not all(isinstance(d, str) for d in value):
+            raise self.fail(key, f"must be a non-empty list of dataset names, not {value!r}")
+        names: list[str] = []
+        for item in value:
+            for name in expand_braces(item):
+                try:
+                    get_spec(name)
+                except KeyError as e:
+                    raise self.fail(key, e.args[0] if e.args else f"unknown dataset {name!r}") from None
+                if name in names:
+                    raise self.fail(key, f"dataset {name!r} is listed twice")
+                names.append(name)
+        return tuple(names)
+
+    def args(self, value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a mapping of field names to values, not {value!r}")
+        for k, v in value.items():
+            sub = f"{key}.{k}"
+            if not isinstance(k, str) or not _ARG_RE.match(k):
+                raise self.fail(sub, "not a field name (letters, digits and _)")
+            if k in RESERVED_ARGS:
+                raise self.fail(sub, f"set by the runner; not allowed in args ({', '.join(RESERVED_ARGS)})")
+            if isinstance(v, dict):
+                bad = [b for b in v if b not in BUDGETS]
+                if bad or not v:
+                    raise self.fail(sub, f"a per-budget value needs keys among {', '.join(BUDGETS)}, not {list(v)}")
+                for b, x in v.items():
+                    self.value(x, f"{sub}.{b}")
+            else:
+                self.value(v, sub)
+        return dict(value)
+
+    def value(self, v: Any, key: str) -> None:
+        if isinstance(v, list):
+            for x in v:
+                self.value(x, key) if not isinstance(x, list) else self.fail_value(x, key)
+        elif v is not None and not isinstance(v, (str, int, float, bool)):
+            self.fail_value(v, key)
+
+    def fail_value(self, v: Any, key: str) -> None:
+        raise self.fail(key, f"value must be a number, string, boolean, null or a list of them, not {v!r}")
+
+
+def load_suite(suite: str | Path, check_files: bool = True) -> Suite:
+    """Read and validate a suite file; SuiteError with a one-line message on any problem."""
+    import yaml
+
+    path = resolve_suite_path(suite)
+    ck = _Checker(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ck.fail("", f"invalid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ck.fail("", "a suite file must be a mapping with keys " + ", ".join(TOP_KEYS))
+    ck.keys(data, TOP_KEYS, "")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ck.fail("name", f"not a usable name {name!r}")
+    budget = data.get("budget", "full")
+    if budget not in BUDGETS:
+        raise ck.fail("budget", f"must be one of {', '.join(BUDGETS)}, not {budget!r}")
+    min_seeds = data.get("min_seeds", 1)
+    if not isinstance(min_seeds, int) or isinstance(min_seeds, bool) or min_seeds < 1:
+        raise ck.fail("min_seeds", f"must be a positive integer, not {min_seeds!r}")
+    if "seeds" not in data:
+        raise ck.fail("seeds", "missing (a list of integers or a count)")
+    seeds = ck.seeds(data["seeds"], "seeds")
+    if "datasets" not in data:
+        raise ck.fail("datasets", "missing (a list of dataset names)")
+    datasets = ck.datasets(data["datasets"], "datasets")
+    common = ck.args(data.get("args"), "args")
+    published = data.get("published")
+    if published is not None and not isinstance(published, str):
+        raise ck.fail("published", f"must be a file pattern string, not {published!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ck.fail("description", "must be a string")
+    algos_raw = data.get("algorithms")
+    if not isinstance(algos_raw, dict) or not algos_raw:
+        raise ck.fail("algorithms", "missing or empty (a mapping of names to {file: PATH, ...})")
+    algorithms: dict[str, AlgorithmEntry] = {}
+    for aname, entry in algos_raw.items():
+        key = f"algorithms.{aname}"
+        if not isinstance(aname, str) or not _NAME_RE.match(aname):
+            raise ck.fail(key, "not a usable name (letters, digits, _ . + -)")
+        if isinstance(entry, str):
+            entry = {"file": entry}
+        if not isinstance(entry, dict):
+            raise ck.fail(key, f"must be a mapping with a file, or a file path, not {entry!r}")
+        ck.keys(entry, ALGORITHM_KEYS, key)
+        if not isinstance(entry.get("file"), str) or not entry["file"]:
+            raise ck.fail(f"{key}.file", "missing (the algorithm's script, e.g. baselines/iql.py)")
+        file = _resolve_file(entry["file"], path)
+        if check_files and not file.is_file():
+            raise ck.fail(f"{key}.file", f"no such file {entry['file']}")
+        a_seeds = ck.seeds(entry["seeds"], f"{key}.seeds") if "seeds" in entry else seeds
+        if len(a_seeds) < min_seeds:
+            raise ck.fail(f"{key}.seeds" if "seeds" in entry else "seeds",
+                          f"{len(a_seeds)} seed(s), fewer than min_seeds={min_seeds}")
+        a_data = ck.datasets(entry["datasets"], f"{key}.datasets") if "datasets" in entry else datasets
+        args = {**common, **ck.args(entry.get("args"), f"{key}.args")}
+        algorithms[aname] = AlgorithmEntry(aname, file, args, a_data, a_seeds)
+    return Suite(name, path, description, budget, seeds, datasets, algorithms, published, min_seeds)
+
+
+# -------------------------------------------------------------------------------------------------------- planning
+@dataclass
+class Plan:
+    """What the runner will do with one run: skip, start, resume, retry, rerun (stale) or leave (busy)."""
+
+    run: Run
+    action: str
+    reason: str = ""
+
+    @property
+    def executes(self) -> bool:
+        """Whether the run will be started."""
+        return self.action in ("start", "resume", "retry", "rerun")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _stale_reason(run: Run) -> str:
+    out = Path(run.out)
+    summary = read_summary(out)
+    if summary and summary.get("budget") not in (None, run.budget):
+        return f"budget {summary.get('budget')} -> {run.budget}"
+    recorded = _read_json(out / RUN_FILE)
+    if recorded and isinstance(recorded.get("spec"), dict):
+        old = recorded["spec"]
+        for key in ("budget", "args", "dataset", "seed"):
+            if key in old and old[key] != run.spec()[key]:
+                return f"{key} {old[key]} -> {run.spec()[key]}"
+    return ""
+
+
+def _locked(run_dir: Path) -> bool:
+    lock = run_dir / LOCK_FILE
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def plan_run(run: Run, retry_failed: bool = True) -> Plan:
+    """Decide from the run directory alone what to do with a run (the runner's only state is on disk)."""
+    out = Path(run.out)
+    if not out.exists():
+        return Plan(run, "start")
+    if _locked(out):
+        return Plan(run, "busy", "another process is running it")
+    stale = _stale_reason(run)
+    if stale:
+        return Plan(run, "rerun", f"stale: {stale}")
+    if is_finished(out):
+        return Plan(run, "skip", (read_summary(out) or {}).get("status", "finished"))
+    summary = read_summary(out) or {}
+    failed = summary.get("status") == "failed"
+    if failed and not retry_failed:
+        return Plan(run, "skip-failed", "failed before")
+    if (out / "checkpoint.pt").exists():
+        return Plan(run, "resume", "failed before; from checkpoint" if failed else "checkpoint")
+    if failed:
+        return Plan(run, "retry", "failed before")
+    return Plan(run, "start", "interrupted before a checkpoint" if summary.get("status") == "running" else "")
+
+
+# ------------------------------------------------------------------------------------------------------- executing
+@dataclass
+class Outcome:
+    """How one started run ended."""
+
+    run: Run
+    status: str  # finished | diverged | failed | busy | interrupted
+    returncode: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    score: float | None = None
+    resumed: bool = False
+
+
+@dataclass
+class _Active:
+    run: Run
+    proc: subprocess.Popen[bytes]
+    lock_fd: int
+    log: Any
+    offset: int
+    started: float
+    resumed: bool
+
+
+def worker_env(workers: int, threads: int | None = None) -> dict[str, str]:
+    """Environment of every run: thread caps of max(1, cores // workers), unbuffered output, the project importable."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = threads if threads else max(1, cores // max(1, workers))
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(n)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("MPLBACKEND", "Agg")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _clear_records(out: Path) -> None:
+    for name in ("checkpoint.pt", "summary.json", "evals.csv"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _launch(plan: Plan, env: dict[str, str]) -> _Active | None:
+    """Lock the run directory and start the run; None when another process holds the lock."""
+    run = plan.run
+    out = Path(run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    log = None
+    try:
+        if plan.action == "rerun":
+            _clear_records(out)
+        resume = (out / "checkpoint.pt").exists()
+        cmd = run.command(resume=resume)
+        previous = _read_json(out / RUN_FILE) or {}
+        atomic_write(out / RUN_FILE, json.dumps({
+            "spec": run.spec(), "command": shlex.join(cmd), "resume": resume,
+            "attempts": int(previous.get("attempts", 0)) + 1 if plan.action != "rerun" else 1,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }, indent=2) + "\n")
+        log = open(out / LOG_FILE, "ab")
+        offset = log.tell()
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {plan.action}: {shlex.join(cmd)}\n".encode())
+        log.flush()
+        child_env = {**env, "O2O_SUITE_PARENT": str(os.getpid())}
+        proc = subprocess.Popen([sys.executable, "-c", _EXEC, *cmd[1:]], cwd=ROOT, env=child_env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(fd,),
+                                start_new_session=True)
+    except BaseException:
+        if log is not None:
+            log.close()
+        os.close(fd)
+        raise
+    return _Active(run, proc, fd, log, offset, time.time(), resume)
+
+
+def _log_tail(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("=== ")]
+    return "\n".join(lines[-TAIL_LINES:])[-TAIL_CHARS:]
+
+
+def record_failure(run: Run, returncode: int | None, error: str) -> None:
+    """Give the run's summary.json status 'failed' and the error (written from scratch when the run left none)."""
+    out = Path(run.out)
+    summary = read_summary(out)
+    if summary is None:
+        summary = {"algorithm": run.algorithm, "dataset": run.dataset, "seed": run.seed, "budget": run.budget,
+                   "last_score": None, "best_score": None, "steps": 0, "env_steps": 0, "n_evals": 0,
+                   "config": {"args": dict(run.args)}, "extra": {}}
+    summary["status"] = "failed"
+    summary["error"] = error
+    extra = summary.get("extra") if isinstance(summary.get("extra"), dict) else {}
+    summary["extra"] = {**extra, "exit_code": returncode, "log": str(out / LOG_FILE)}
+    summary["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _conclude(act: _Active, returncode: int) -> Outcome:
+    """Close the run's files and lock, read how it ended and record a failure."""
+    act.log.close()
+    try:
+        run, out = act.run, Path(act.run.out)
+        seconds = time.time() - act.started
+        if is_finished(out):
+            s = read_summary(out) or {}
+            return Outcome(run, str(s.get("status")), returncode, seconds, s.get("error"), s.get("last_score"),
+                           act.resumed)
+        tail = _log_tail(out / LOG_FILE, act.offset)
+        why = f"exit code {returncode}" if returncode != 0 else "exit code 0 but no finished summary.json"
+        if returncode < 0:
+            why = f"killed by signal {-returncode}"
+        error = f"{why}\n{tail}".strip()
+        record_failure(run, returncode, error)
+        return Outcome(run, "failed", returncode, seconds, error, None, act.resumed)
+    finally:
+        os.close(act.lock_fd)
+
+
+def _stop(act: _Active, grace: float = 10.0) -> None:
+    """Stop a running run (SIGTERM to its process group, SIGKILL after `grace` seconds); nothing is recorded."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(act.proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            act.proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    act.log.close()
+    os.close(act.lock_fd)
+
+
+def execute_run(plan: Plan, env: dict[str, str]) -> Outcome:
+    """Run one planned run to its end (blocking): lock, start, wait, record."""
+    act = _launch(plan, env)
+    if act is None:
+        return Outcome(plan.run, "busy")
+    try:
+        rc = act.proc.wait()
+    except BaseException:
+        _stop(act)
+        raise
+    return _conclude(act, rc)
+
+
+def append_failure(out: Path, outcome: Outcome) -> None:
+    """One line in `<suite out>/failures.csv` for a failed run."""
+    path = out / FAILURES_FILE
+    new = not path.exists()
+    last = (outcome.error or "").strip().splitlines()
+    row = [time.strftime("%Y-%m-%dT%H:%M:%S%z"), outcome.run.id, outcome.run.algorithm, outcome.run.dataset,
+           outcome.run.seed, outcome.returncode, outcome.run.out, last[-1] if last else ""]
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(FAILURE_COLUMNS)
+        w.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# -------------------------------------------------------------------------------------------------------- progress
+def _fmt_time(s: float) -> str:
+    s = int(max(s, 0))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+@dataclass
+class Progress:
+    """Counts of a sweep and its ETA, printed as lines."""
+
+    name: str
+    total: int
+    workers: int
+    stream: TextIO
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    busy: int = 0
+    running: int = 0
+    durations: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    last_print: float = 0.0
+
+    def line(self) -> str:
+        """`[suite] 3/24 done, 2 running, 1 failed, ... ETA`."""
+        remaining = self.total - self.skipped - self.done - self.failed - self.busy
+        eta = "?"
+        if self.durations:
+            mean = sum(self.durations) / len(self.durations)
+            eta = _fmt_time(mean * max(remaining - self.running / 2, 0) / max(1, self.workers))
+        elif remaining == 0:
+            eta = "0s"
+        parts = [f"{self.done + self.skipped}/{self.total} done", f"{self.running} running", f"{self.failed} failed"]
+        if self.skipped:
+            parts.append(f"{self.skipped} were done before")
+        if self.busy:
+            parts.append(f"{self.busy} busy elsewhere")
+        return f"[{self.name}] {', '.join(parts)}; elapsed {_fmt_time(time.time() - self.started)}, ETA {eta}"
+
+    def show(self, force: bool = True) -> None:
+        """Print the progress line (when forced, or every HEARTBEAT_S seconds)."""
+        now = time.time()
+        if force or now - self.last_print >= HEARTBEAT_S:
+            print(self.line(), file=self.stream, flush=True)
+            self.last_print = now
+
+    def event(self, outcome: Outcome) -> None:
+        """Count an ended run and print a line about it."""
+        if outcome.status == "busy":
+            self.busy += 1
+            print(f"  busy      {outcome.run.id} (locked by another process)", file=self.stream, flush=True)
+            return
+        self.durations.append(outcome.seconds)
+        if outcome.status == "failed":
+            self.failed += 1
+            last = (outcome.error or "").strip().splitlines()
+            print(f"  FAILED    {outcome.run.id} after {_fmt_time(outcome.seconds)}: {last[-1] if last else ''} "
+                  f"(log: {Path(outcome.run.out) / LOG_FILE})", file=self.stream, flush=True)
+        else:
+            self.done += 1
+            score = "" if outcome.score is None else f", score {outcome.score:.1f}"
+            print(f"  {outcome.status:9s} {outcome.run.id} in {_fmt_time(outcome.seconds)}{score}",
+                  file=self.stream, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------- sweep
+@dataclass
+class SweepResult:
+    """What a sweep did; `ok` when every selected run is finished or diverged."""
+
+    plans: list[Plan]
+    outcomes: list[Outcome]
+    out: Path
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[Outcome]:
+        """Runs that failed in this sweep."""
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed, nothing was left busy and the sweep was not interrupted."""
+        done = sum(p.action == "skip" for p in self.plans)
+        ended = sum(o.status in ("finished", "diverged") for o in self.outcomes)
+        return not self.interrupted and done + ended == len(self.plans)
+
+
+def select(runs: list[Run], only: str | None) -> list[Run]:
+    """Runs whose id, algorithm or dataset matches one of the comma-separated fnmatch patterns."""
+    if not only:
+        return runs
+    pats = [p.strip() for p in only.split(",") if p.strip()]
+    return [r for r in runs if any(fnmatch.fnmatchcase(x, p) for p in pats for x in (r.id, r.algorithm, r.dataset))]
+
+
+def default_out(suite: Suite) -> Path:
+    """`results/<suite>/runs`."""
+    return RESULTS_DIR / suite.name / "runs"
+
+
+def prepare_datasets(plans: list[Plan], env: dict[str, str], out: Path, stream: TextIO) -> None:
+    """Generate the `local:` datasets of the runs to execute once, before the sweep (not once per worker)."""
+    names = sorted({p.run.dataset for p in plans if p.executes and p.run.dataset.startswith("local:")})
+    for name in names:
+        t0 = time.time()
+        with open(out / "prepare.log", "ab") as log:
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} generate {name}\n".encode())
+            log.flush()
+            rc = subprocess.run([sys.executable, "-m", "o2o.data", "generate", name], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+        state = "ok" if rc == 0 else f"FAILED (exit {rc}; see {out / 'prepare.log'}; its runs will fail)"
+        print(f"  dataset   {name}: {state} in {_fmt_time(time.time() - t0)}", file=stream, flush=True)
+
+
+def run_suite(suite: Suite, budget: str | None = None, workers: int = 1, backend: str = "local",
+              out: str | Path | None = None, only: str | None = None, dry_run: bool = False,
+              device: str | None = None, threads: int | None = None, prepare: bool = True,
+              retry_failed: bool = True, stream: TextIO | None = None) -> SweepResult:
+    """Run (or with dry_run list) every run of a suite that is not finished yet."""
+    stream = stream or sys.stdout
+    workers = max(1, int(workers))
+    if backend not in ("local", "ray"):
+        raise SuiteError(f"backend must be local or ray, not {backend!r}")
+    out = Path(out or default_out(suite)).resolve()
+    runs = select(suite.runs(out, budget, device), only)
+    if not runs:
+        raise SuiteError(f"{suite.name}: no run matches --only {only!r}")
+    plans = [plan_run(r, retry_failed) for r in runs]
+    todo = [p for p in plans if p.executes]
+    budget = runs[0].budget
+    header = (f"suite {suite.name} ({_display_path(suite.path)}), budget {budget}: {len(runs)} runs, "
+              f"{len(todo)} to run, {len(runs) - len(todo)} skipped; out {out}")
+    print(header, file=stream, flush=True)
+    if dry_run:
+        for p in plans:
+            why = f" ({p.reason})" if p.reason else ""
+            cmd = f"\n      {shlex.join(p.run.command(p.action == 'resume'))}" if p.executes else ""
+            print(f"  {p.action:11s} {p.run.id}{why}{cmd}", file=stream)
+        counts: dict[str, int] = {}
+        for p in plans:
+            counts[p.action] = counts.get(p.action, 0) + 1
+        print("dry run: " + ", ".join(f"{n} {a}" for a, n in counts.items()), file=stream, flush=True)
+        return SweepResult(plans, [], out)
+    missing = suite.missing_files({p.run.algorithm for p in todo})
+    if missing:
+        raise SuiteError(missing[0])
+    out.mkdir(parents=True, exist_ok=True)
+    env = worker_env(workers, threads)
+    print(f"workers {workers} ({backend}), {env['OMP_NUM_THREADS']} thread(s) each", file=stream, flush=True)
+    if prepare and todo:
+        prepare_datasets(todo, env, out, stream)
+    progress = Progress(suite.name, len(runs), workers, stream, skipped=len(runs) - len(todo))
+    progress.skipped -= sum(p.action in ("busy", "skip-failed") for p in plans)
+    progress.busy = sum(p.action == "busy" for p in plans)
+    progress.failed = sum(p.action == "skip-failed" for p in plans)
+    result = SweepResult(plans, [], out)
+    runner = _sweep_ray if backend == "ray" else _sweep_local
+    try:
+        runner(todo, env, workers, out, progress, result)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        print(f"interrupted: stopped the running runs; the same command resumes the sweep ({out})", file=stream,
+              flush=True)
+        return result
+    if not todo:
+        progress.show()
+    if result.failed:
+        print(f"{len(result.failed)} run(s) failed; see {out / FAILURES_FILE}", file=stream, flush=True)
+    return result
+
+
+def _record(outcome: Outcome, out: Path, progress: Progress, result: SweepResult) -> None:
+    result.outcomes.append(outcome)
+    if outcome.status == "failed":
+        append_failure(out, outcome)
+    progress.event(outcome)
+
+
+def _sweep_local(todo: list[Plan], env: dict[str, str], workers: int, out: Path, progress: Progress,
+                 result: SweepResult) -> None:
+    """A pool of `workers` subprocesses driven from this thread (children die with the runner)."""
+    pending = deque(todo)
+    active: list[_Active] = []
+    try:
+        while pending or active:
+            changed = False
+            while pending and len(active) < workers:
+                plan = pending.popleft()
+                act = _launch(plan, env)
+                if act is None:
+                    _record(Outcome(plan.run, "busy"), out, progress, result)
+                else:
+                    active.append(act)
+                    print(f"  started   {plan.run.id}{' (resume)' if act.resumed else ''}", file=progress.stream,
+                          flush=True)
+            for act in list(active):
+                rc = act.proc.poll()
+                if rc is not None:
+                    active.remove(act)
+                    _record(_conclude(act, rc), out, progress, result)
+                    changed = True
+            progress.running = len(active)
+            progress.show(force=changed)
+            if active:
+                time.sleep(0.2)
+    except BaseException:
+        for act in active:
+            _stop(act)
+        raise
+
+
+def _ray_execute(plan: Plan, env: dict[str, str]) -> Outcome:
+    """Ray task body: one run, executed where the task lands (the run directory must be on a shared filesystem)."""
+    return execute_run(plan, env)
+
+
+def _sweep_ray(todo: list[Plan], env: dict[str, str], workers: int, out: Path, progress: Progress,
+               result: SweepResult) -> None:
+    """The same runs as Ray tasks, at most `workers` at a time (RAY_ADDRESS names a cluster, else a local one)."""
+    try:
+        import ray
+    except ImportError:
+        raise SuiteError("the ray backend needs ray: pip install 'o2o-bench[ray]' (or pip install ray)") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=1, max_retries=0)(_ray_execute)
+    pending = deque(todo)
+    inflight: dict[Any, Plan] = {}
+    try:
+        while pending or inflight:
+            changed = False
+            while pending and len(inflight) < workers:
+                plan = pending.popleft()
+                inflight[task.remote(plan, env)] = plan
+                print(f"  submitted {plan.run.id}", file=progress.stream, flush=True)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                plan = inflight.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as e:  # a task that died without an Outcome (worker lost, ...)
+                    error = f"ray task error: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}"
+                    record_failure(plan.run, None, error)
+                    outcome = Outcome(plan.run, "failed", None, 0.0, error)
+                _record(outcome, out, progress, result)
+                changed = True
+            progress.running = len(inflight)
+            progress.show(force=changed)
+    except BaseException:
+        for ref in inflight:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------------------------------- collecting, reporting
+def collect(suite: Suite, runs: str | Path | None = None, out: str | Path | None = None,
+            stream: TextIO | None = None) -> dict[str, Path]:
+    """Tables of a suite's runs: `results/<suite>/runs.parquet` and `evals.parquet` (analysis.collect)."""
+    from analysis.collect import write_tables
+
+    stream = stream or sys.stdout
+    runs = Path(runs or default_out(suite))
+    out = Path(out or runs.parent)
+    if not runs.is_dir():
+        raise SuiteError(f"{suite.name}: no runs directory {runs} (run the suite first)")
+    paths = write_tables(runs, out)
+    print(f"collected {runs} -> {', '.join(str(p) for p in paths.values())}", file=stream, flush=True)
+    return paths
+
+
+def report_command() -> list[str] | None:
+    """`python -m analysis.report`, or None while the analysis package has no report module."""
+    try:
+        found = importlib.util.find_spec(REPORT_MODULE) is not None
+    except ModuleNotFoundError:
+        found = False
+    return [sys.executable, "-m", REPORT_MODULE] if found else None
+
+
+def report(suite: Suite, runs: str | Path | None = None, out: str | Path | None = None,
+           stream: TextIO | None = None) -> int:
+    """Tables and figures of a suite (`python -m analysis.report`); skipped with a note when it is not there yet."""
+    stream = stream or sys.stdout
+    runs = Path(runs or default_out(suite))
+    out = Path(out or runs.parent)
+    base = report_command()
+    if base is None:
+        print(f"{REPORT_MODULE} is not available yet: no tables or figures made (runs.parquet and evals.parquet "
+              f"are in {out})", file=stream, flush=True)
+        return 0
+    cmd = [*base, str(runs), "--out", str(out), "--suite", suite.name]
+    if suite.published:
+        cmd += ["--published", suite.published]
+    t0 = time.time()
+    print(f"report: {shlex.join(cmd)}", file=stream, flush=True)
+    env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg")}
+    rc = subprocess.run(cmd, cwd=Path.cwd(), env=env).returncode
+    if rc != 0:
+        print(f"analysis.report failed (exit {rc})", file=stream, flush=True)
+        return rc
+    made = sorted(p for p in out.rglob("*") if p.is_file() and p.stat().st_mtime >= t0
+                  and runs.resolve() not in p.resolve().parents)
+    tables = [p for p in made if p.suffix == ".md"] or [p for p in made if p.suffix in (".csv", ".tex", ".html")]
+    figures = [p for p in made if p.suffix == ".png"] or [p for p in made if p.suffix in (".pdf", ".svg")]
+    print(f"tables:  {', '.join(map(str, tables)) or '(none)'}", file=stream)
+    print(f"figures: {', '.join(map(str, figures)) or '(none)'}", file=stream, flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m o2o.suite", description=__doc__.split("\n", 1)[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def runner_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("suite", help="suite name in suites/ or path to a suite YAML file")
+        sp.add_argument("--budget", choices=BUDGETS, default=None, help="default: the suite file's budget")
+        sp.add_argument("--workers", type=int, default=1, help="runs at the same time (default 1)")
+        sp.add_argument("--backend", choices=("local", "ray"), default="local")
+        sp.add_argument("--out", default=None, help="runs directory (default results/<suite>/runs)")
+        sp.add_argument("--only", default=None, help="comma-separated fnmatch patterns on algo/dataset/seedN, "
+                                                     "the algorithm or the dataset")
+        sp.add_argument("--device", default=None, help="--device for every run (default: each file's own)")
+        sp.add_argument("--threads", type=int, default=None, help="threads per run (default cores // workers)")
+        sp.add_argument("--no-prepare", action="store_true", help="do not generate local: datasets beforehand")
+        sp.add_argument("--skip-failed", action="store_true", help="leave runs that failed before (default: retry)")
+
+    sp = sub.add_parser("run", help="run every unfinished run of a suite")
+    runner_opts(sp)
+    sp.add_argument("--dry-run", action="store_true", help="list what would run and what is skipped")
+    sr = sub.add_parser("reproduce", help="run, collect and report a suite into results/<suite>/")
+    runner_opts(sr)
+    for name, text in (("collect", "write results/<suite>/runs.parquet and evals.parquet"),
+                       ("report", "tables and figures of a collected suite")):
+        sc = sub.add_parser(name, help=text)
+        sc.add_argument("suite")
+        sc.add_argument("--runs", default=None, help="runs directory (default results/<suite>/runs)")
+        sc.add_argument("--out", default=None, help="output directory (default results/<suite>)")
+    sub.add_parser("list", help="the suites in suites/")
+    sv = sub.add_parser("validate", help="check suite files (default: all in suites/)")
+    sv.add_argument("suites", nargs="*")
+    return p
+
+
+def _sweep_from_args(args: argparse.Namespace, suite: Suite, dry_run: bool) -> SweepResult:
+    return run_suite(suite, budget=args.budget, workers=args.workers, backend=args.backend, out=args.out,
+                     only=args.only, dry_run=dry_run, device=args.device, threads=args.threads,
+                     prepare=not args.no_prepare, retry_failed=not args.skip_failed)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM stops the sweep like Ctrl-C: the running runs are stopped and keep their checkpoints."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m o2o.suite`."""
+    args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.cmd == "list":
+            for name in suite_names():
+                s = load_suite(name, check_files=False)
+                print(f"{name:12s} {len(s.runs(default_out(s))):5d} runs, budget {s.budget:5s} {s.description}")
+            return 0
+        if args.cmd == "validate":
+            problems = 0
+            for name in args.suites or suite_names():
+                try:
+                    s = load_suite(name, check_files=False)
+                    for m in s.missing_files() + unknown_args(s):
+                        print(f"warning: {m}")
+                    print(f"ok: {name}: {len(s.runs(default_out(s)))} runs")
+                except SuiteError as e:
+                    problems += 1
+                    print(f"error: {e}", file=sys.stderr)
+            return 1 if problems else 0
+        suite = load_suite(args.suite, check_files=False)
+        if args.cmd == "collect":
+            collect(suite, args.runs, args.out)
+            return 0
+        if args.cmd == "report":
+            return report(suite, args.runs, args.out)
+        result = _sweep_from_args(args, suite, dry_run=args.cmd == "run" and args.dry_run)
+        if args.cmd == "run" or result.interrupted:
+            return 130 if result.interrupted else (0 if result.ok or args.dry_run else 1)
+        runs_dir = result.out
+        collect(suite, runs_dir, runs_dir.parent)
+        rc = report(suite, runs_dir, runs_dir.parent)
+        print(f"results of {suite.name}: {runs_dir.parent}")
+        if not result.ok:
+            print(f"warning: {len(result.failed)} run(s) failed; see {runs_dir / FAILURES_FILE}", file=sys.stderr)
+            return 1
+        return rc
+    except SuiteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `... | head`
+        sys.stderr.close()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

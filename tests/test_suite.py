@@ -1,0 +1,330 @@
+"""Suite files and the suite runner: schema errors, resumable sweeps, failures, a killed runner, Ray, reproduce."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from o2o import suite as S
+from o2o.records import RunRecorder, is_finished, read_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = Path(__file__).with_name("fake_algo.py")
+FAKE_REPORT = Path(__file__).parent / "fixtures" / "fake_report.py"
+VALID = {"budget": "smoke", "seeds": [0], "datasets": ["local:hopper-medium"], "algorithms": {"a": {"file": str(FAKE)}}}
+
+
+def write_suite(tmp_path: Path, body: dict | str, name: str = "mysuite") -> Path:
+    """A suite file in tmp_path from a dict (dumped as YAML) or raw text."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(body if isinstance(body, str) else yaml.safe_dump(body))
+    return path
+
+
+def with_(**changes) -> dict:
+    """VALID with top-level keys replaced (None removes a key)."""
+    body = json.loads(json.dumps(VALID))
+    for k, v in changes.items():
+        if v is None:
+            body.pop(k, None)
+        else:
+            body[k] = v
+    return body
+
+
+def algo(**entry) -> dict:
+    """VALID with algorithm 'a' given extra keys."""
+    return with_(algorithms={"a": {"file": str(FAKE), **entry}})
+
+
+def lines(path: Path) -> list[dict]:
+    """The JSON lines of a fake run's argv.txt."""
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def steps_of(run_dir: Path) -> list[int]:
+    """The steps of a run's evals.csv."""
+    rows = (run_dir / "evals.csv").read_text().splitlines()[1:]
+    return [int(r.split(",")[0]) for r in rows]
+
+
+# ------------------------------------------------------------------------------------------------------------ schema
+@pytest.mark.parametrize("body, key, words", [
+    (with_(seed=[0]), "seed:", "unknown key"),
+    (algo(arg={"x": 1}), "algorithms.a.arg", "unknown key"),
+    (with_(algorithms={"a": {"file": "baselines/nope_missing.py"}}), "algorithms.a.file", "no such file"),
+    (with_(algorithms={"a": {"args": {}}}), "algorithms.a.file", "missing"),
+    (with_(datasets=["hopper-medum-v2"]), "datasets", "unknown dataset 'hopper-medum-v2'"),
+    (with_(datasets=["local:hopper-great"]), "datasets", "unknown local dataset"),
+    (algo(datasets=["antmaze-umaze-v9"]), "algorithms.a.datasets", "unknown dataset"),
+    (with_(datasets=["hopper-medium-v2", "{hopper,walker2d}-medium-v2"]), "datasets", "listed twice"),
+    (with_(budget="fast"), "budget", "smoke, short, full"),
+    (with_(seeds=[0, "1"]), "seeds", "list of integers"),
+    (with_(seeds="0,1"), "seeds", "list of integers"),
+    (with_(seeds=0), "seeds", "at least 1"),
+    (with_(seeds=[1, 1]), "seeds", "repeat"),
+    (with_(seeds=[0, 1], min_seeds=5), "seeds", "min_seeds=5"),
+    (algo(seeds=[0, 1.5]), "algorithms.a.seeds", "list of integers"),
+    (with_(seeds=None), "seeds", "missing"),
+    (algo(args={"seed": 3}), "algorithms.a.args.seed", "set by the runner"),
+    (algo(args={"online_steps": {"tiny": 3}}), "algorithms.a.args.online_steps", "per-budget"),
+    (algo(args={"net": {"full": [1, [2]]}}), "algorithms.a.args.net.full", "value must be"),
+    (algo(args={"net": [1, {"a": 2}]}), "algorithms.a.args.net", "value must be"),
+    (with_(args={"x": {"full": {"y": 1}}}), "args.x.full", "value must be"),
+    (with_(algorithms={}), "algorithms", "missing or empty"),
+    (with_(algorithms={"a b": str(FAKE)}), "algorithms.a b", "not a usable name"),
+    ("budget: smoke\nseeds: [0\n", "invalid YAML", "line"),
+])
+def test_schema_errors_name_the_file_and_key(tmp_path: Path, body: dict | str, key: str, words: str) -> None:
+    """Every kind of schema problem is one line naming the suite file, the key and the problem."""
+    path = write_suite(tmp_path, body)
+    with pytest.raises(S.SuiteError) as err:
+        S.load_suite(path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(S._display_path(path) + ": "), msg
+    assert key in msg, msg
+    assert words in msg, msg
+
+
+def test_valid_suite_expands_seeds_braces_shorthand_and_budget_args(tmp_path: Path) -> None:
+    """A count of seeds, `{a,b}` names, a bare file path and per-budget args all resolve into commands."""
+    body = {"budget": "short", "seeds": 3,
+            "datasets": ["{hopper,walker2d}-medium-v2"],
+            "args": {"online_steps": {"smoke": 7, "full": 1000}, "flag": True},
+            "algorithms": {"plain": str(FAKE),
+                           "other": {"file": str(FAKE), "seeds": [5], "datasets": ["local:hopper-medium"],
+                                     "args": {"hidden_dims": [64, 64], "flag": False}}}}
+    s = S.load_suite(write_suite(tmp_path, body))
+    assert s.seeds == (0, 1, 2) and s.datasets == ("hopper-medium-v2", "walker2d-medium-v2")
+    runs = s.runs(tmp_path / "runs")
+    assert len(runs) == 3 * 2 + 1
+    assert [r.seed for r in runs] == sorted(r.seed for r in runs)  # seed-major
+    plain = next(r for r in runs if r.algorithm == "plain")
+    cmd = plain.command()
+    assert cmd[:2] == [sys.executable, str(FAKE)] and "--budget" in cmd and cmd[cmd.index("--budget") + 1] == "short"
+    assert "--online-steps" not in cmd  # the mapping has no 'short'
+    assert cmd[cmd.index("--flag") + 1] == "true"
+    other = next(r for r in s.runs(tmp_path / "runs", budget="smoke") if r.algorithm == "other")
+    cmd = other.command(resume=True)
+    assert cmd[cmd.index("--online-steps") + 1] == "7" and cmd[cmd.index("--hidden-dims") + 1] == "64,64"
+    assert cmd[cmd.index("--flag") + 1] == "false" and cmd[-2:] == ["--resume", "true"]
+    assert other.out.endswith("other/local_hopper-medium/seed5")
+    with pytest.raises(S.SuiteError, match="budget"):
+        s.runs(tmp_path, budget="huge")
+
+
+def test_unknown_suite_name_lists_the_known_ones() -> None:
+    """A name that is neither in suites/ nor a file says which suites exist."""
+    with pytest.raises(S.SuiteError, match="unknown suite.*quickstart"):
+        S.load_suite("no_such_suite")
+
+
+def test_args_checked_against_the_algorithm_fields(tmp_path: Path) -> None:
+    """A misspelt field of an algorithm file is reported (read from its source, not imported)."""
+    s = S.load_suite(write_suite(tmp_path, algo(args={"die_at": 2, "dye_at": 2})))
+    problems = S.unknown_args(s)
+    assert len(problems) == 1 and "algorithms.a.args.dye_at" in problems[0]
+
+
+@pytest.mark.parametrize("name", ["offline", "o2o", "famo2o", "local", "quickstart"])
+def test_shipped_suites_are_valid(name: str) -> None:
+    """The suites in suites/ validate, and their args are fields of those algorithm files that exist already."""
+    s = S.load_suite(name, check_files=False)
+    assert S.unknown_args(s) == []
+    assert s.name == name and all(a.file.is_relative_to(ROOT) for a in s.algorithms.values())
+    if name != "quickstart":
+        assert len(s.seeds) >= 5 and s.min_seeds >= 5
+
+
+def test_shipped_suite_contents() -> None:
+    """The paper tables' datasets and algorithms are where the brief puts them."""
+    off = S.load_suite("offline", check_files=False)
+    assert set(off.algorithms) == {"uni_o4", "iql", "cql", "awac"} and len(off.datasets) == 26
+    assert {"kitchen-mixed-v0", "relocate-human-v1", "antmaze-large-diverse-v2"} <= set(off.datasets)
+    assert all(r.args == (("online_steps", "0"),) for r in off.runs("x"))
+    o2o = S.load_suite("o2o", check_files=False)
+    assert set(o2o.algorithms) == {"uni_o4", "famo2o", "iql", "cql", "awac"} and len(o2o.datasets) == 19
+    online = {a: dict(r.args) for r in o2o.runs("x") for a in [r.algorithm]}  # every run has an online phase:
+    assert online["iql"]["finetune"] == online["awac"]["finetune"] == "true"  # CORL's 1M, scaled by --budget
+    assert online["cql"]["online_steps"] == "1000000" and "online_steps" not in online["uni_o4"]
+    assert dict(o2o.runs("x", budget="smoke")[0].args).get("online_steps") != "0"
+    fam = S.load_suite("famo2o", check_files=False)
+    assert {a.args.get("base") for a in fam.algorithms.values()} == {"iql", "awac", None}
+    assert sum(d.startswith("antmaze") and d.endswith("-v0") for d in fam.datasets) == 6
+    loc = S.load_suite("local", check_files=False)
+    assert len(loc.datasets) == 9 and all(d.startswith("local:") for d in loc.datasets)
+    qs = S.load_suite("quickstart", check_files=False)
+    assert qs.budget == "smoke" and len(qs.seeds) == 2 and all(d.startswith("local:") for d in qs.datasets)
+    assert {"uni_o4", "famo2o", "iql", "cql", "awac", "ppo"} <= set(qs.algorithms)
+
+
+# ------------------------------------------------------------------------------------------------------------ runner
+def test_dry_run_lists_runs_and_starts_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dry-run names every run with its command and creates no run directory."""
+    s = S.load_suite(write_suite(tmp_path, with_(seeds=[0, 1], algorithms={"a": str(FAKE), "b": str(FAKE)})))
+    res = S.run_suite(s, out=tmp_path / "runs", dry_run=True, prepare=False)
+    out = capsys.readouterr().out
+    assert [p.action for p in res.plans] == ["start"] * 4
+    for r in ("a/local:hopper-medium/seed0", "b/local:hopper-medium/seed1"):
+        assert r in out
+    assert "--dataset local:hopper-medium --seed 1" in out and "dry run: 4 start" in out
+    assert not (tmp_path / "runs").exists()
+    assert S.main(["run", str(tmp_path / "mysuite.yaml"), "--out", str(tmp_path / "runs"), "--dry-run",
+                   "--only", "b"]) == 0
+    assert "2 runs" in capsys.readouterr().out
+
+
+def test_sweep_skips_finished_resumes_interrupted_and_records_failures(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep goes on past failures; a re-run skips finished runs, resumes the killed one, retries the failed."""
+    body = with_(seeds=[0, 1], algorithms={"good": str(FAKE),
+                                           "bad": {"file": str(FAKE), "args": {"fail": True}},
+                                           "crash": {"file": str(FAKE), "args": {"die_at": 2}}})
+    s = S.load_suite(write_suite(tmp_path, body))
+    out = tmp_path / "runs"
+    res = S.run_suite(s, out=out, workers=2, prepare=False)
+    d = {(r.algorithm, r.seed): Path(r.out) for r in s.runs(out)}
+    assert not res.ok and len(res.outcomes) == 6
+    assert {o.run.algorithm: o.status for o in res.outcomes} == {"good": "finished", "bad": "failed",
+                                                                 "crash": "failed"}
+    for seed in (0, 1):
+        assert is_finished(d["good", seed]) and steps_of(d["good", seed]) == [1, 2, 3, 4]
+        bad = read_summary(d["bad", seed])
+        assert bad["status"] == "failed" and "fake failure requested" in bad["error"]
+        assert bad["extra"]["exit_code"] == 1
+        crash = read_summary(d["crash", seed])
+        assert crash["status"] == "failed" and "dying at step 2" in crash["error"]
+        assert (d["crash", seed] / "checkpoint.pt").exists() and steps_of(d["crash", seed]) == [1, 2]
+        assert "dying at step 2" in (d["crash", seed] / "log.txt").read_text()
+    failures = (out / "failures.csv").read_text().splitlines()
+    assert len(failures) == 1 + 4 and sum("fake failure requested" in x for x in failures) == 2
+    cores = len(os.sched_getaffinity(0))
+    assert lines(d["good", 0] / "argv.txt")[0]["omp"] == str(max(1, cores // 2))
+    good_before = {k: (v / "summary.json").read_bytes() for k, v in d.items() if k[0] == "good"}
+    capsys.readouterr()
+
+    dry = S.run_suite(s, out=out, dry_run=True, prepare=False)
+    assert {(p.run.algorithm, p.action) for p in dry.plans} == {("good", "skip"), ("bad", "retry"),
+                                                                 ("crash", "resume")}
+    assert "--die-at 2 --resume true" in capsys.readouterr().out
+
+    res2 = S.run_suite(s, out=out, workers=2, prepare=False)
+    assert sorted(o.run.algorithm for o in res2.outcomes) == ["bad", "bad", "crash", "crash"]
+    for seed in (0, 1):
+        assert len(lines(d["good", seed] / "argv.txt")) == 1  # finished runs are not run again
+        assert (d["good", seed] / "summary.json").read_bytes() == good_before["good", seed]
+        calls = lines(d["crash", seed] / "argv.txt")
+        assert len(calls) == 2 and "--resume" not in calls[0]["argv"] and calls[1]["argv"][-2:] == ["--resume", "true"]
+        assert steps_of(d["crash", seed]) == [1, 2, 3, 4]  # the curve continues from the checkpoint
+        summary = read_summary(d["crash", seed])
+        assert summary["status"] == "finished" and summary["last_score"] == 40.0 and summary["n_evals"] == 4
+        assert read_summary(d["bad", seed])["status"] == "failed"
+    assert len((out / "failures.csv").read_text().splitlines()) == 1 + 6
+    assert not res2.ok
+    skipped = S.run_suite(s, out=out, prepare=False, retry_failed=False, only="good,crash")
+    assert skipped.ok and skipped.outcomes == []
+
+
+def test_stale_and_busy_runs_are_planned(tmp_path: Path) -> None:
+    """A finished run of another budget or other args is rerun; a run locked by a live process is left alone."""
+    s = S.load_suite(write_suite(tmp_path, algo(args={"tag": "x"})))
+    run = s.runs(tmp_path / "runs")[0]
+    rec = RunRecorder(run.out, "fake", run.dataset, run.seed, {}, budget="smoke")
+    rec.log_eval(1, "offline", 0, 1.0, 1.0, 0.0)
+    rec.finish()
+    assert S.plan_run(run).action == "skip"
+    assert S.plan_run(s.runs(tmp_path / "runs", budget="short")[0]).action == "rerun"
+    (Path(run.out) / S.RUN_FILE).write_text(json.dumps({"spec": {**run.spec(), "args": {"tag": "y"}}}))
+    plan = S.plan_run(run)
+    assert plan.action == "rerun" and "args" in plan.reason
+    with open(Path(run.out) / S.LOCK_FILE, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        assert S.plan_run(run).action == "busy"
+    assert S.plan_run(run).action == "rerun"
+
+
+def test_killed_runner_loses_no_finished_run(tmp_path: Path) -> None:
+    """kill -9 of the runner mid-sweep stops its running run too; the restarted runner does not redo finished runs."""
+    path = write_suite(tmp_path, with_(seeds=[0, 1, 2], algorithms={"slow": {"file": str(FAKE),
+                                                                           "args": {"sleep": 0.15}}}))
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "o2o.suite", "run", str(path), "--out", str(out), "--workers", "1", "--no-prepare"]
+    dirs = [Path(r.out) for r in S.load_suite(path).runs(out)]
+    runner = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not is_finished(dirs[0]) and time.time() < deadline and runner.poll() is None:
+            time.sleep(0.05)
+        assert is_finished(dirs[0])
+        deadline = time.time() + 20  # wait until the runner has started the next run, then kill it
+        while not (dirs[1] / "argv.txt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=10)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    deadline = time.time() + 15  # the orphaned run dies with its runner and releases its lock
+    while S._locked(dirs[1]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not S._locked(dirs[1])
+    assert not is_finished(dirs[1])
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 were done before" in done.stdout
+    assert all(is_finished(d) for d in dirs)
+    assert len(lines(dirs[0] / "argv.txt")) == 1
+    assert steps_of(dirs[1]) == [1, 2, 3, 4]
+
+
+def test_collect_and_reproduce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """reproduce = run + collect (parquet tables) + report; without analysis.report it still collects."""
+    import pandas as pd
+
+    path = write_suite(tmp_path, with_(seeds=[0, 1], published="corl_*"))
+    runs = tmp_path / "res" / "runs"
+    monkeypatch.setattr(S, "report_command", lambda: [sys.executable, str(FAKE_REPORT)])
+    assert S.main(["reproduce", str(path), "--out", str(runs), "--workers", "2", "--no-prepare"]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_parquet(tmp_path / "res" / "runs.parquet")
+    assert len(table) == 2 and set(table["status"]) == {"finished"}
+    assert len(pd.read_parquet(tmp_path / "res" / "evals.parquet")) == 8
+    args = json.loads((tmp_path / "res" / "table.md").read_text())
+    assert args == {"runs": str(runs), "out": str(tmp_path / "res"), "published": "corl_*", "suite": "mysuite"}
+    assert "table.md" in out and "figure.png" in out
+    monkeypatch.undo()
+    monkeypatch.setattr(S, "REPORT_MODULE", "analysis.no_such_report_module")
+    assert S.main(["reproduce", str(path), "--out", str(runs), "--no-prepare"]) == 0
+    assert "not available yet" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_ray_backend(tmp_path: Path) -> None:
+    """The same runs as Ray tasks on a local instance; a re-run skips them."""
+    ray = pytest.importorskip("ray")
+    s = S.load_suite(write_suite(tmp_path, with_(seeds=[0, 1], algorithms={"a": str(FAKE),
+                                                                             "bad": {"file": str(FAKE),
+                                                                                     "args": {"fail": True}}})))
+    out = tmp_path / "runs"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res = S.run_suite(s, out=out, workers=2, backend="ray", prepare=False)
+    finally:
+        ray.shutdown()
+    assert sorted((o.run.algorithm, o.status) for o in res.outcomes) == [("a", "finished"), ("a", "finished"),
+                                                                         ("bad", "failed"), ("bad", "failed")]
+    assert all(is_finished(r.out) for r in s.runs(out) if r.algorithm == "a")
+    assert len((out / "failures.csv").read_text().splitlines()) == 3
+    again = S.run_suite(s, out=out, dry_run=True)
+    assert {p.action for p in again.plans if p.run.algorithm == "a"} == {"skip"}
