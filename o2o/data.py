@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return {"list": _cmd_list, "info": _cmd_info, "generate": _cmd_generate, "check": _cmd_check}[args.cmd](args)
-    except (DatasetError, KeyError) as e:
+    except (DatasetError, KeyError, FileNotFoundError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2
