@@ -1,11 +1,28 @@
 """Datasets the project makes itself, in D4RL's exact HDF5 layout: rollouts of a policy in an env.
 
-`local:<env>-<quality>` datasets are rollouts of committed behaviour policies (see `behaviour/`).
+`local:<env>-<quality>` datasets (env: hopper, halfcheetah, walker2d) come from committed PPO behaviour policies
+(`behaviour/`, trained by `python -m o2o.generate train-behaviour ENV`), mirroring how D4RL made its v2 datasets:
+- random: a randomly initialised policy network (stochastic actions), 1M transitions;
+- medium / expert: stochastic rollouts of the "medium" (≈ 1/3 of the expert's return) and final policies, 1M each;
+- medium-replay: every transition the training run collected until the medium snapshot (D4RL: SAC's replay buffer
+  up to medium). The committed source is compact: the executed actions and their log-probs of each training env plus
+  the reset seed; the states are re-derived by replaying the actions in the (deterministic) MuJoCo env;
+- medium-expert: medium ⊕ expert (concatenated, 2M).
+Every file holds infos/qpos, infos/qvel, infos/action_log_probs and metadata/* (behaviour return, normalized, seed,
+generator version). The same seed gives the same file.
+
+Command line: `python -m o2o.generate all [--size N] [--force] | one local:NAME | table | train-behaviour ENV`.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
+import math
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,9 +30,15 @@ from typing import Any
 import numpy as np
 
 from o2o.envs import make_env
-from o2o.registry import DatasetSpec
+from o2o.registry import LOCAL_FAMILIES, LOCAL_QUALITIES, DatasetSpec, get_spec, normalized_score
 
 GENERATOR_VERSION = "1"
+BEHAVIOUR_DIR = Path(__file__).resolve().parent.parent / "behaviour"
+D4RL_SIZE = 1_000_000
+PROGRESS = 100_000  # a progress line every this many transitions
+# per-quality offset of the rollout seed, so that medium and expert do not start from the same states
+QUALITY_SEED = {"random": 0, "medium": 1, "expert": 2, "medium-replay": 3}
+Policy = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
 def data_dir() -> Path:
@@ -24,34 +47,50 @@ def data_dir() -> Path:
 
 
 def rollout(spec: DatasetSpec, policy: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]],
-            n_transitions: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Roll out `policy(obs, rng) -> (action, log_prob)` for n transitions, recording D4RL's keys and infos."""
+            n_transitions: int, seed: int = 0, progress: int = 0) -> dict[str, np.ndarray]:
+    """Roll out `policy(obs, rng) -> (action, log_prob)` for n transitions, recording D4RL's keys and infos.
+
+    progress: print a line every `progress` transitions (0: quiet).
+    """
+    t0 = time.time()
     env = make_env(spec)
     rng = np.random.default_rng(seed)
     base = env.unwrapped
-    keys = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts",
-            "infos/qpos", "infos/qvel", "infos/action_log_probs")
-    buf: dict[str, list[Any]] = {k: [] for k in keys}
+    n = int(n_transitions)
+    low, high = env.action_space.low, env.action_space.high
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    out = {
+        "observations": np.empty((n, obs_dim), np.float32), "actions": np.empty((n, act_dim), np.float32),
+        "rewards": np.empty(n, np.float32), "next_observations": np.empty((n, obs_dim), np.float32),
+        "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool),
+        "infos/qpos": np.empty((n, base.data.qpos.shape[0]), np.float64),
+        "infos/qvel": np.empty((n, base.data.qvel.shape[0]), np.float64),
+        "infos/action_log_probs": np.empty(n, np.float32),
+    }
     obs, _ = env.reset(seed=seed)
     episode = 0
-    while len(buf["rewards"]) < n_transitions:
-        qpos, qvel = base.data.qpos.copy(), base.data.qvel.copy()
+    for i in range(n):
+        out["infos/qpos"][i] = base.data.qpos
+        out["infos/qvel"][i] = base.data.qvel
         act, logp = policy(obs[None].astype(np.float32), rng)
-        act = np.clip(act[0], env.action_space.low, env.action_space.high)
+        act = np.clip(act[0], low, high)
         nobs, rew, term, trunc, _ = env.step(act)
-        last = len(buf["rewards"]) + 1 == n_transitions
-        for k, v in zip(keys, (obs, act, rew, nobs, term, trunc or (last and not term), qpos, qvel, logp[0])):
-            buf[k].append(v)
+        out["observations"][i] = obs
+        out["actions"][i] = act
+        out["rewards"][i] = rew
+        out["next_observations"][i] = nobs
+        out["terminals"][i] = term
+        out["timeouts"][i] = trunc or (i == n - 1 and not term)
+        out["infos/action_log_probs"][i] = np.asarray(logp).reshape(-1)[0]
         obs = nobs
         if term or trunc:
             episode += 1
             obs, _ = env.reset(seed=seed + 1000003 * episode)
+        if progress and (i + 1) % progress == 0:
+            rate = (i + 1) / max(time.time() - t0, 1e-9)
+            print(f"  {spec.name}: {i + 1}/{n} transitions, {rate:.0f}/s, eta {(n - i - 1) / rate / 60:.1f} min",
+                  flush=True)
     env.close()
-    out = {k: np.asarray(v) for k, v in buf.items()}
-    for k in ("observations", "actions", "next_observations", "rewards", "infos/action_log_probs"):
-        out[k] = out[k].astype(np.float32)
-    out["terminals"] = out["terminals"].astype(bool)
-    out["timeouts"] = out["timeouts"].astype(bool)
     return out
 
 
@@ -69,3 +108,442 @@ def write_d4rl_hdf5(path: str | Path, arrays: dict[str, np.ndarray], metadata: d
             f.create_dataset(f"metadata/{k}", data=v)
     os.replace(tmp, path)
     return path
+
+
+# ----------------------------------------------------------------------------------------------- behaviour policies
+class NumpyGaussianPolicy:
+    """A behaviour policy file (baselines/ppo.py GaussianActor + its observation normaliser) evaluated in numpy.
+
+    Stochastic: a = mean(norm(s)) + σ·ε with ε ~ N(0, I) from the rollout's generator; log-prob of that sample
+    (before the env's clipping to the action bounds, as the PPO that trained it). Deterministic with `act`.
+    """
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        sd = state["actor"]
+        arch = state["arch"]
+        n_layers = len(arch["hidden"]) + 1
+        self.weights = [(sd[f"mean_net.{2 * i}.weight"].double().numpy().T,
+                         sd[f"mean_net.{2 * i}.bias"].double().numpy()) for i in range(n_layers)]
+        self.activation = np.tanh if arch["activation"] == "tanh" else (lambda x: np.maximum(x, 0.0))
+        self.tanh_mean = bool(arch.get("tanh_mean", False))
+        self.log_std = sd["log_std"].double().numpy()
+        on = state["obs_norm"]
+        self.mean, self.std = on["mean"].double().numpy(), on["std"].double().numpy()
+        self.clip = float(on["clip"])
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic (mean) action of a batch of raw observations."""
+        x = np.clip((np.asarray(obs, np.float64) - self.mean) / self.std, -self.clip, self.clip)
+        for i, (w, b) in enumerate(self.weights):
+            x = x @ w + b
+            if i < len(self.weights) - 1:
+                x = self.activation(x)
+        return np.tanh(x) if self.tanh_mean else x
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        mu = self.act(obs)
+        eps = rng.standard_normal(mu.shape)
+        a = mu + np.exp(self.log_std) * eps
+        logp = (-0.5 * eps**2 - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return a.astype(np.float32), logp.astype(np.float32)
+
+
+def random_policy_state(spec: DatasetSpec, seed: int) -> dict[str, Any]:
+    """A randomly initialised PPO actor (baselines/ppo.py defaults: 64x64 tanh, log σ = 0) on raw observations."""
+    import torch
+
+    from baselines.ppo import GaussianActor
+
+    g = torch.random.fork_rng()
+    with g:
+        torch.manual_seed(seed)
+        actor = GaussianActor(spec.obs_dim, spec.act_dim)
+    d = spec.obs_dim
+    return {"actor": actor.state_dict(),
+            "arch": {"obs_dim": d, "act_dim": spec.act_dim, "hidden": [64, 64], "activation": "tanh",
+                     "tanh_mean": False},
+            "obs_norm": {"mean": torch.zeros(d, dtype=torch.float64), "std": torch.ones(d, dtype=torch.float64),
+                         "clip": torch.tensor(math.inf)}}
+
+
+def behaviour_path(family: str, which: str) -> Path:
+    """behaviour/<family>-<which>.pt (which: medium | expert) or <family>-medium-replay.npz."""
+    suffix = "npz" if which == "medium-replay" else "pt"
+    return BEHAVIOUR_DIR / f"{family}-{which}.{suffix}"
+
+
+def load_behaviour(family: str, which: str) -> dict[str, Any]:
+    """A committed behaviour policy file (weights_only)."""
+    import torch
+
+    path = behaviour_path(family, which)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; train it with `python -m o2o.generate train-behaviour {family}` "
+                                "(see behaviour/README.md)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- medium-replay
+def replay_actions(spec: DatasetSpec, actions: np.ndarray, log_probs: np.ndarray, reset_seed: int,
+                   n_steps: int) -> dict[str, np.ndarray]:
+    """Re-derive the training transitions of each env from its executed actions (the env is deterministic).
+
+    actions: (steps, num_envs, act_dim) as executed (already clipped, float32); env i was reset with seed
+    reset_seed + i once and then autoreset without a seed (gymnasium's vector env). The first `n_steps` steps of every
+    env are replayed; episodes are ordered by the step they ended at (then env index), the last unfinished episode of
+    every env ends with a timeout.
+    """
+    episodes: list[tuple[int, int, dict[str, list[Any]]]] = []
+    n_envs = actions.shape[1]
+    keys = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts",
+            "infos/qpos", "infos/qvel", "infos/action_log_probs")
+    for i in range(n_envs):
+        env = make_env(spec)
+        base = env.unwrapped
+        obs, _ = env.reset(seed=reset_seed + i)
+        cur: dict[str, list[Any]] = {k: [] for k in keys}
+        for t in range(n_steps):
+            qpos, qvel = base.data.qpos.copy(), base.data.qvel.copy()
+            a = actions[t, i]
+            nobs, rew, term, trunc, _ = env.step(a)
+            cut = t == n_steps - 1
+            for k, v in zip(keys, (obs, a, rew, nobs, term, trunc or (cut and not term), qpos, qvel,
+                                   log_probs[t, i])):
+                cur[k].append(v)
+            obs = nobs
+            if term or trunc or cut:
+                episodes.append((t, i, cur))
+                cur = {k: [] for k in keys}
+                if not cut:
+                    obs, _ = env.reset()
+        env.close()
+    episodes.sort(key=lambda e: (e[0], e[1]))
+    out = {k: np.concatenate([np.asarray(ep[k]) for _, _, ep in episodes]) for k in keys}
+    for k in ("observations", "actions", "next_observations", "rewards", "infos/action_log_probs"):
+        out[k] = out[k].astype(np.float32)
+    out["terminals"] = out["terminals"].astype(bool)
+    out["timeouts"] = out["timeouts"].astype(bool)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- generation
+def local_path(name: str, create: bool = True) -> Path:
+    """data_dir()/<env>-<quality>.hdf5 of `local:<env>-<quality>`; generated (default size, seed 0) on first use."""
+    spec = get_spec(name if name.startswith("local:") else f"local:{name}")
+    path = data_dir() / f"{spec.name.split(':', 1)[1]}.hdf5"
+    if create and not path.exists():
+        print(f"[o2o.generate] {spec.name} not found in {data_dir()}: generating it (once; "
+              "`python -m o2o.generate all` makes all 15)", file=sys.stderr, flush=True)
+        generate(spec.name)
+    return path
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "metadata" not in f:
+                return {}
+            out = {}
+            for k, v in f["metadata"].items():
+                x = v[()]
+                out[k] = x.decode() if isinstance(x, bytes) else (x.item() if hasattr(x, "item") else x)
+            return out
+    except OSError:
+        return {}
+
+
+def _episode_returns(arr: dict[str, np.ndarray]) -> np.ndarray:
+    """Returns of the episodes in the arrays (episodes end at terminals or timeouts)."""
+    ends = np.flatnonzero(arr["terminals"] | arr["timeouts"])
+    if len(ends) == 0 or ends[-1] != len(arr["rewards"]) - 1:
+        ends = np.append(ends, len(arr["rewards"]) - 1)
+    csum = np.concatenate([[0.0], np.cumsum(arr["rewards"], dtype=np.float64)])
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return csum[ends + 1] - csum[starts]
+
+
+def _arrays(spec: DatasetSpec, quality: str, size: int | None, seed: int) -> tuple[dict[str, np.ndarray],
+                                                                                   dict[str, Any]]:
+    fam = spec.family
+    info: dict[str, Any] = {}
+    if quality == "random":
+        n = size or D4RL_SIZE
+        policy = NumpyGaussianPolicy(random_policy_state(spec, seed))
+        info["behaviour"] = f"random-init GaussianActor (torch seed {seed})"
+        return rollout(spec, policy, n, seed=seed * 10 + QUALITY_SEED[quality], progress=PROGRESS), info
+    if quality in ("medium", "expert"):
+        n = size or D4RL_SIZE
+        state = load_behaviour(fam, quality)
+        info["behaviour"] = f"behaviour/{behaviour_path(fam, quality).name} sha256:{_sha(behaviour_path(fam, quality))}"
+        return rollout(spec, NumpyGaussianPolicy(state), n, seed=seed * 10 + QUALITY_SEED[quality],
+                       progress=PROGRESS), info
+    if quality == "medium-replay":
+        src = behaviour_path(fam, "medium-replay")
+        if not src.exists():
+            raise FileNotFoundError(f"{src} is missing (see behaviour/README.md)")
+        with np.load(src, allow_pickle=False) as z:
+            actions, logp = z["actions"], z["log_probs"]
+            reset_seed, steps_per_env = int(z["reset_seed"]), int(z["steps_per_env"])
+        n_envs = actions.shape[1]
+        if size is not None:  # the buffer as it was after `size` env steps (all envs), trimmed to size
+            steps_per_env = min(steps_per_env, -(-size // n_envs))
+        arr = replay_actions(spec, actions, logp, reset_seed, steps_per_env)
+        if size is not None and size < len(arr["rewards"]):
+            arr = {k: v[:size] for k, v in arr.items()}
+            if not arr["terminals"][-1]:
+                arr["timeouts"][-1] = True
+        info["behaviour"] = f"behaviour/{src.name} sha256:{_sha(src)} (PPO training rollouts up to medium)"
+        return arr, info
+    if quality == "medium-expert":
+        half = None if size is None else size // 2
+        parts = []
+        for q, n in (("medium", half), ("expert", None if size is None else size - half)):
+            parts.append(_part(spec, q, n, seed))
+        arr = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        info["behaviour"] = "medium ⊕ expert"
+        return arr, info
+    raise KeyError(quality)
+
+
+def _part(spec: DatasetSpec, quality: str, size: int | None, seed: int) -> dict[str, np.ndarray]:
+    """medium or expert arrays: from their file when it was generated with the same size and seed, else in memory."""
+    from o2o.data import read_hdf5
+
+    fam = spec.family
+    path = data_dir() / f"{fam}-{quality}.hdf5"
+    if path.exists() and _matches(_read_meta(path), size, seed):
+        raw = read_hdf5(path)
+        return {k: v for k, v in raw.items() if not k.startswith(("metadata/", "attrs/"))}
+    return _arrays(get_spec(f"local:{fam}-{quality}"), quality, size, seed)[0]
+
+
+def _matches(meta: dict[str, Any], size: int | None, seed: int) -> bool:
+    """Whether a file's metadata says it was generated with this size (None: default), seed and generator."""
+    return (meta.get("requested_size") == int(size or 0) and meta.get("seed") == seed
+            and str(meta.get("generator_version")) == GENERATOR_VERSION)
+
+
+def generate(name: str, size: int | None = None, seed: int = 0, force: bool = False) -> Path:
+    """Make `local:<env>-<quality>` (D4RL layout) at local_path(name); kept when it exists with the same size/seed."""
+    spec = get_spec(name if name.startswith("local:") else f"local:{name}")
+    quality = spec.name.split(":", 1)[1].split("-", 1)[1]
+    path = local_path(spec.name, create=False)
+    if path.exists() and not force and _matches(_read_meta(path), size, seed):
+        return path
+    t0 = time.time()
+    arr, info = _arrays(spec, quality, size, seed)
+    rets = _episode_returns(arr)
+    ret_mean = float(np.mean(rets))
+    from importlib import metadata as md
+
+    meta = {
+        "name": spec.name, "env_id": spec.env_id, "quality": quality, "seed": int(seed),
+        "requested_size": int(size or 0), "size": int(len(arr["rewards"])),
+        "generator_version": GENERATOR_VERSION, "behaviour": info["behaviour"],
+        "behaviour_return": ret_mean, "behaviour_return_std": float(np.std(rets)),
+        "behaviour_normalized": normalized_score(spec, ret_mean), "episodes": int(len(rets)),
+        "mujoco": md.version("mujoco"), "gymnasium": md.version("gymnasium"),
+    }
+    write_d4rl_hdf5(path, arr, meta)
+    print(f"[o2o.generate] {spec.name}: {len(arr['rewards'])} transitions, {len(rets)} episodes, return "
+          f"{ret_mean:.1f} (normalized {meta['behaviour_normalized']:.1f}) in {time.time() - t0:.0f} s -> {path}",
+          flush=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- behaviour training
+# PPO settings of the behaviour runs: CleanRL's, except 4 envs x 512 steps and minibatch 128 (a quarter of CleanRL's
+# gradient steps per env step), chosen to fit 1M env steps per env into the 2-core CPU budget.
+BEHAVIOUR_PPO: dict[str, Any] = dict(num_envs=4, rollout_steps=512, minibatch_size=128, epochs=10)
+BEHAVIOUR_RUNS = Path("~/.o2o/behaviour-runs").expanduser()
+
+
+def policy_return(spec: DatasetSpec, policy: Callable, episodes: int, seed: int, stochastic: bool = True
+                  ) -> tuple[float, float]:
+    """Mean and std of the undiscounted return of `episodes` episodes (stochastic actions as in the datasets)."""
+    env = make_env(spec)
+    rng = np.random.default_rng(seed)
+    rets = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + 1000003 * ep)
+        done, ret = False, 0.0
+        while not done:
+            x = obs[None].astype(np.float32)
+            a = policy(x, rng)[0][0] if stochastic else policy.act(x)[0]
+            obs, r, term, trunc, _ = env.step(np.clip(a, env.action_space.low, env.action_space.high))
+            ret += float(r)
+            done = term or trunc
+        rets.append(ret)
+    env.close()
+    return float(np.mean(rets)), float(np.std(rets))
+
+
+def train_behaviour(family: str, seed: int = 0, total_steps: int = 1_000_000, snapshot_every: int = 10_000,
+                    work_dir: Path | None = None, ppo_overrides: dict[str, Any] | None = None) -> Path:
+    """Train a PPO behaviour policy from scratch; keep every snapshot and the executed actions in work_dir/raw.pt."""
+    import dataclasses
+
+    import torch
+
+    from baselines.ppo import PPOConfig, make_agent, run_ppo
+    from o2o.records import RunRecorder
+    from o2o.training import Evaluator, config_dict, set_seed
+
+    torch.set_num_threads(1)
+    work = Path(work_dir or BEHAVIOUR_RUNS / f"{family}-seed{seed}")
+    cfg = PPOConfig(dataset=f"local:{family}-medium", seed=seed, out=str(work), total_steps=total_steps,
+                    snapshot_every=snapshot_every, record_actions=True, eval_every=100_000, eval_episodes=5,
+                    checkpoint_every=10**12, log_every=50_000, **{**BEHAVIOUR_PPO, **(ppo_overrides or {})})
+    spec = get_spec(cfg.dataset)
+    set_seed(seed)
+    actor, critic = make_agent(cfg, spec)
+    recorder = RunRecorder(work, "ppo-behaviour", spec.name, seed, config_dict(cfg), budget="full")
+    res = run_ppo(cfg, spec, actor, critic, recorder=recorder, evaluator=Evaluator(spec, recorder, seed, 5))
+    recorder.extra["env_steps_per_s"] = res["env_steps_per_s"]
+    recorder.finish("finished")
+    raw = {"snapshots": res["snapshots"], "actions": torch.from_numpy(res["actions"]),
+           "episode_returns": torch.tensor(res["episode_returns"], dtype=torch.float64),
+           "log_probs": torch.from_numpy(res["log_probs"]), "reset_seed": int(res["reset_seed"]),
+           "config": dataclasses.asdict(cfg), "wall_time_s": res["wall_time_s"],
+           "env_steps_per_s": res["env_steps_per_s"]}
+    torch.save(raw, work / "raw.pt")
+    print(f"[behaviour] {family}: {total_steps} env steps in {res['wall_time_s']:.0f} s "
+          f"({res['env_steps_per_s']:.0f} steps/s) -> {work / 'raw.pt'}", flush=True)
+    return work / "raw.pt"
+
+
+def select_behaviour(family: str, raw_path: Path, seed: int = 0, candidates: int = 4, episodes: int = 10,
+                     out_dir: Path | None = None) -> dict[str, Any]:
+    """Expert = final policy; medium = the snapshot whose stochastic return is closest to 1/3 of the expert's.
+
+    Candidates are the `candidates` snapshots whose training-episode return is closest to the target; each is
+    evaluated with `episodes` stochastic episodes and the closest wins. Writes behaviour/<family>-{medium,expert}.pt,
+    behaviour/<family>-medium-replay.npz (training actions up to the medium snapshot) and behaviour/<family>.json.
+    """
+    import torch
+
+    out = Path(out_dir or BEHAVIOUR_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = torch.load(raw_path, map_location="cpu", weights_only=True)
+    cfg = raw["config"]
+    spec = get_spec(f"local:{family}-medium")
+    arch = {"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "hidden": list(cfg["hidden"]),
+            "activation": cfg["activation"], "tanh_mean": False}
+    snaps = raw["snapshots"]
+
+    def state(snap: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"actor": snap["actor"], "arch": arch, "obs_norm": snap["obs_norm"], "env_steps": snap["env_steps"],
+                "train_return": snap["train_return"], "seed": seed, "trainer": "baselines/ppo.py run_ppo",
+                **extra}
+
+    eval_seed = 10_000 + seed
+    expert = snaps[-1]
+    e_ret, e_std = policy_return(spec, NumpyGaussianPolicy(state(expert)), episodes, eval_seed)
+    e_det, _ = policy_return(spec, NumpyGaussianPolicy(state(expert)), episodes, eval_seed, stochastic=False)
+    target = e_ret / 3.0
+    tr = np.array([s["train_return"] if np.isfinite(s["train_return"]) else -1e9 for s in snaps[:-1]])
+    order = np.argsort(np.abs(tr - target))[:candidates]
+    evals = []
+    for i in order:
+        r, sd = policy_return(spec, NumpyGaussianPolicy(state(snaps[i])), episodes, eval_seed)
+        evals.append((abs(r - target), int(i), r, sd))
+        print(f"[behaviour] {family} candidate at {snaps[i]['env_steps']} env steps: train return "
+              f"{snaps[i]['train_return']:.1f}, stochastic return {r:.1f} (target {target:.1f})", flush=True)
+    _, mi, m_ret, m_std = min(evals)
+    medium = snaps[mi]
+    m_det, _ = policy_return(spec, NumpyGaussianPolicy(state(medium)), episodes, eval_seed, stochastic=False)
+    torch.save(state(expert, **{"return": e_ret, "return_std": e_std, "return_deterministic": e_det,
+                                "normalized": normalized_score(spec, e_ret)}), out / f"{family}-expert.pt")
+    torch.save(state(medium, **{"return": m_ret, "return_std": m_std, "return_deterministic": m_det,
+                                "normalized": normalized_score(spec, m_ret)}), out / f"{family}-medium.pt")
+    n_envs = int(cfg["num_envs"])
+    per_env = int(medium["env_steps"]) // n_envs
+    np.savez_compressed(out / f"{family}-medium-replay.npz", actions=raw["actions"][:per_env].numpy(),
+                        log_probs=raw["log_probs"][:per_env].numpy(), reset_seed=np.int64(raw["reset_seed"]),
+                        steps_per_env=np.int64(per_env), num_envs=np.int64(n_envs))
+    info = {
+        "family": family, "env_id": spec.env_id, "seed": seed, "total_env_steps": int(expert["env_steps"]),
+        "train_wall_time_s": round(float(raw["wall_time_s"]), 1),
+        "train_env_steps_per_s": round(float(raw["env_steps_per_s"]), 1),
+        "expert": {"env_steps": int(expert["env_steps"]), "return": e_ret, "return_std": e_std,
+                   "return_deterministic": e_det, "normalized": normalized_score(spec, e_ret)},
+        "medium": {"env_steps": int(medium["env_steps"]), "return": m_ret, "return_std": m_std,
+                   "return_deterministic": m_det, "normalized": normalized_score(spec, m_ret), "target": target},
+        "medium_replay_transitions": per_env * n_envs,
+        "snapshots": [[int(s["env_steps"]), round(float(s["train_return"]), 1)] for s in snaps],
+        "ppo": {k: cfg[k] for k in ("num_envs", "rollout_steps", "minibatch_size", "epochs", "actor_lr", "clip",
+                                    "ent_coef", "hidden", "total_steps")},
+    }
+    (out / f"{family}.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"[behaviour] {family}: expert {e_ret:.1f} (det {e_det:.1f}), medium {m_ret:.1f} at "
+          f"{medium['env_steps']} env steps, medium-replay {per_env * n_envs} transitions", flush=True)
+    return info
+
+
+# ----------------------------------------------------------------------------------------------- command line
+def markdown_table(names: list[str] | None = None) -> str:
+    """Markdown table of the generated datasets' behaviour returns (from their metadata)."""
+    rows = ["| dataset | transitions | episodes | return (mean ± std) | normalized | seed |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name in names or [f"local:{f}-{q}" for f in LOCAL_FAMILIES for q in LOCAL_QUALITIES]:
+        path = local_path(name, create=False)
+        if not path.exists():
+            rows.append(f"| {name} | (not generated) | | | | |")
+            continue
+        m = _read_meta(path)
+        rows.append(f"| {name} | {m.get('size')} | {m.get('episodes')} | {m.get('behaviour_return', 0):.1f} ± "
+                    f"{m.get('behaviour_return_std', 0):.1f} | {m.get('behaviour_normalized', 0):.1f} | "
+                    f"{m.get('seed')} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m o2o.generate`."""
+    p = argparse.ArgumentParser(prog="python -m o2o.generate", description="local:<env>-<quality> datasets")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pa = sub.add_parser("all", help="(re)generate all 15 local datasets")
+    po = sub.add_parser("one", help="generate one dataset")
+    po.add_argument("name")
+    for q in (pa, po):
+        q.add_argument("--size", type=int, default=None, help="transitions (default: D4RL's)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--force", action="store_true", help="regenerate even when an identical file exists")
+    pa.add_argument("--envs", default=",".join(LOCAL_FAMILIES))
+    sub.add_parser("table", help="Markdown table of the behaviour returns of the generated datasets")
+    pt = sub.add_parser("train-behaviour", help="train a PPO behaviour policy and select medium/expert")
+    pt.add_argument("env", choices=LOCAL_FAMILIES)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--steps", type=int, default=1_000_000)
+    pt.add_argument("--select-only", action="store_true", help="reuse the raw run in ~/.o2o/behaviour-runs")
+    args = p.parse_args(argv)
+    if args.cmd == "one":
+        print(generate(args.name, args.size, args.seed, args.force))
+    elif args.cmd == "all":
+        t_all = time.time()
+        order = ("random", "medium", "expert", "medium-replay", "medium-expert")  # medium-expert reuses the files
+        names = [f"local:{f}-{q}" for f in args.envs.split(",") for q in order]
+        for k, name in enumerate(names, 1):
+            t0 = time.time()
+            print(f"[{k}/{len(names)}] {name} ...", flush=True)
+            generate(name, args.size, args.seed, args.force)
+            print(f"[{k}/{len(names)}] {name} done in {time.time() - t0:.0f} s (total {time.time() - t_all:.0f} s)",
+                  flush=True)
+        print(f"all {len(names)} datasets in {time.time() - t_all:.0f} s under {data_dir()}")
+    elif args.cmd == "table":
+        print(markdown_table())
+    elif args.cmd == "train-behaviour":
+        raw = BEHAVIOUR_RUNS / f"{args.env}-seed{args.seed}" / "raw.pt"
+        if not args.select_only:
+            raw = train_behaviour(args.env, args.seed, args.steps)
+        select_behaviour(args.env, raw, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

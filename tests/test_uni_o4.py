@@ -1,0 +1,379 @@
+"""Uni-O4 (algorithms/uni_o4.py): the pieces on hand values and toy problems, then a smoke run end to end."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from algorithms import uni_o4 as U
+
+torch.set_num_threads(1)
+
+# Small networks and step counts: the smoke runs finish in seconds on one CPU thread.
+TINY = dict(q_hidden=32, q_depth=2, v_hidden=32, v_depth=2, pi_hidden=32, pi_depth=2, dyn_hidden=(32, 32),
+            dyn_weight_decay=(2.5e-5, 5e-5, 1e-4), critic_batch=64, bc_batch=64, improve_batch=64, ope_batch=32,
+            ope_horizon=5, critic_steps=60, bc_steps=60, improve_steps=40, ope_every=20, dyn_max_epochs=2,
+            online_steps=256, online_rollout=128, online_minibatch=64, online_epochs=2, online_eval_every=256,
+            eval_episodes=1, log_every=20, checkpoint_every=1000)
+
+
+def _ensemble(n=4, obs_dim=3, act_dim=2, hidden=32, depth=2, seed=0) -> U.PolicyEnsemble:
+    torch.manual_seed(seed)
+    return U.PolicyEnsemble(n, obs_dim, act_dim, hidden, depth, "relu")
+
+
+def _toy_bc_data(n=2048, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, 3, generator=g)
+    a = torch.tanh(s[:, :2] * 0.8) * 0.7 + 0.15 * torch.randn(n, 2, generator=g)
+    return s, a.clamp(-0.99, 0.99)
+
+
+# ---------------------------------------------------------------------------------------------- ensemble BC
+def test_official_disagreement_gradient_is_a_scaled_bc_gradient():
+    s, a = _toy_bc_data(256)
+    alpha = 0.3
+    grads = {}
+    for mode in ("none", "official", "working"):
+        pol = _ensemble()
+        loss, _ = U.bc_loss(pol, s, a, alpha, mode)
+        loss.backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in pol.parameters()])
+    # official: −log π_i − α (log π_i − sg max_j log π_j)  =>  ∇ = (1 + α) ∇BC exactly
+    torch.testing.assert_close(grads["official"], (1 + alpha) * grads["none"], rtol=1e-5, atol=1e-6)
+    # working: the penalty's own gradient is not along the BC gradient, and a step down it pushes members apart
+    g_pen = grads["working"] - grads["none"]
+    assert g_pen.norm() > 1e-4 * grads["none"].norm()
+    assert torch.nn.functional.cosine_similarity(g_pen, grads["none"], dim=0).abs() < 0.99
+    pol = _ensemble()
+    kl_before = float(U.bc_loss(pol, s, a, 0.0, "none")[1]["pair_kl"])
+    pen = U.bc_loss(pol, s, a, alpha, "working")[0] - U.bc_loss(pol, s, a, alpha, "none")[0]
+    pen.backward()
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.sub_(0.05 * p.grad / g_pen.norm())
+    assert float(U.bc_loss(pol, s, a, 0.0, "none")[1]["pair_kl"]) > kl_before
+
+
+def _train_bc(mode: str, alpha: float, steps: int = 300) -> float:
+    s, a = _toy_bc_data()
+    pol = _ensemble(seed=1)  # same initialisation for every variant
+    cfg = U.UniO4Config(bc_alpha=alpha, bc_disagreement=mode, bc_lr=3e-3, bc_kl_cap=1.0)
+    bc = U.BCEnsemble(pol, cfg)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, len(s), (128,), generator=g)
+        bc.update(s[idx], a[idx])
+    with torch.no_grad():
+        _, m = U.bc_loss(pol, s[:512], a[:512], 0.0, "none")
+    return float(m["pair_kl"])
+
+
+def test_working_disagreement_grows_with_its_coefficient_and_official_does_not():
+    kl = {alpha: _train_bc("working", alpha) for alpha in (0.0, 0.3, 1.0)}
+    assert kl[0.0] < kl[0.3] < kl[1.0], kl
+    assert kl[1.0] > 2 * kl[0.0], kl
+    # the official penalty only rescales the gradient, which Adam undoes: same members as plain BC
+    kl_official = _train_bc("official", 1.0)
+    assert kl_official == pytest.approx(kl[0.0], rel=0.05), (kl_official, kl[0.0])
+
+
+# ---------------------------------------------------------------------------------------------- improvement
+def test_clipped_surrogate_on_hand_values():
+    ratio = torch.tensor([[0.5, 1.0, 1.5, 1.5, 0.5]])
+    adv = torch.tensor([[1.0, -1.0, 1.0, -1.0, -1.0]])
+    logp_old = torch.zeros_like(ratio)
+    loss = U.clipped_surrogate(ratio.log(), logp_old, adv, clip=0.2)
+    # min(ρA, clip(ρ, 0.8, 1.2)A): 0.5, −1, 1.2, −1.5, −0.8
+    assert loss.shape == (1,)
+    assert loss.item() == pytest.approx(-(0.5 - 1.0 + 1.2 - 1.5 - 0.8) / 5)
+    from baselines.ppo import ppo_loss
+
+    assert loss.item() == pytest.approx(ppo_loss(ratio.log()[0], logp_old[0], adv[0], 0.2).item())
+    # clipped entries carry no gradient
+    logp = ratio.log().clone().requires_grad_(True)
+    U.clipped_surrogate(logp, logp_old, adv, clip=0.2).sum().backward()
+    assert logp.grad[0, 2] == 0 and logp.grad[0, 4] == 0 and logp.grad[0, 0] != 0
+
+
+def test_advantage_normalisation_and_schedules():
+    adv = torch.tensor([[1.0, 2.0, 3.0, 6.0]])
+    z = U.normalize_advantage(adv)
+    torch.testing.assert_close(z.mean(-1), torch.zeros(1), atol=1e-6, rtol=0)
+    assert z.std().item() == pytest.approx(1.0, abs=1e-5)
+    w = U.normalize_advantage(adv, omega=0.7)  # MC path: 0.7 A⁺, 0.3 A⁻
+    torch.testing.assert_close(w, torch.where(z > 0, 0.7 * z, 0.3 * z))
+    cfg = U.UniO4Config(improve_steps=10_000, improve_lr=1e-4, clip_ratio=0.25)
+    imp = U.Improver(_ensemble(), None, cfg)
+    assert imp.schedule(0) == pytest.approx((1e-4, 0.25))
+    assert imp.schedule(5000) == pytest.approx((5e-5, 0.25 * (1 - 200 / 10_000)))
+    assert imp.schedule(200)[1] == imp.schedule(9000)[1]  # ε decays over the first 200 steps only
+
+
+def test_ope_gate_accepts_only_improvements():
+    improved, best = U.ope_gate(torch.tensor([2.0, 1.0, 3.0]), torch.tensor([1.0, 1.0, 4.0]))
+    assert improved.tolist() == [True, False, False] and best.tolist() == [2.0, 1.0, 4.0]
+
+    pol = _ensemble(n=3)
+    imp = U.Improver(pol, None, U.UniO4Config())
+    assert not imp.gate(torch.tensor([1.0, 1.0, 1.0])).any()  # the first query only sets the bests
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.add_(0.1)  # the current policies move away from π_k
+    before = [p.clone() for p in U.stacked_params(imp.pi_old)]
+    mask = imp.gate(torch.tensor([1.5, 1.0, 0.5]))  # better, equal, worse
+    assert mask.tolist() == [True, False, False]
+    for p_old, p_new, p_before in zip(U.stacked_params(imp.pi_old), U.stacked_params(pol), before):
+        torch.testing.assert_close(p_old[0], p_new[0])  # member 0 replaced its behaviour policy
+        torch.testing.assert_close(p_old[1:], p_before[1:])  # the others kept theirs
+    assert imp.best.tolist() == [1.5, 1.0, 1.0] and imp.replacements.tolist() == [1, 0, 0]
+
+
+def test_improver_update_moves_policies_and_clips_grad_per_member():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(U.UniO4Config(), q_hidden=16, q_depth=1, v_hidden=16, v_depth=1, improve_lr=1e-3,
+                              grad_clip=1e-3)
+    critic = U.ValueLearner(cfg, 3, 2)
+    pol = _ensemble(n=2)
+    imp = U.Improver(pol, critic, cfg)
+    before = [p.clone() for p in U.stacked_params(pol)]
+    m = imp.update(torch.randn(64, 3), step=0)
+    assert np.isfinite(float(m["improve_loss"])) and float(m["ratio"]) == pytest.approx(1.0, abs=0.05)
+    moved = [(p - b).reshape(2, -1).norm(dim=1) for p, b in zip(U.stacked_params(pol), before)]
+    assert all((d > 0).all() for d in moved)
+    grads = torch.stack([p.grad.reshape(2, -1).square().sum(1) for p in U.stacked_params(pol)]).sum(0).sqrt()
+    assert (grads <= 1e-3 * 1.001).all()  # each member's gradient norm clipped separately
+
+
+# ---------------------------------------------------------------------------------------------- dynamics model
+def test_dynamics_ensemble_fits_a_linear_system_and_picks_elites():
+    g = torch.Generator().manual_seed(0)
+    n, ds, da = 4000, 3, 2
+    A = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.7]])
+    B = torch.tensor([[0.5, 0.0], [0.0, 0.5], [0.3, -0.3]])
+    s = torch.randn(n, ds, generator=g)
+    a = torch.rand(n, da, generator=g) * 2 - 1
+    s2 = s @ A.T + a @ B.T
+    r = s[:, 0] - 0.5 * a[:, 1]
+    x, y = torch.cat([s, a], -1), torch.cat([s2 - s, r[:, None]], -1)
+    cfg = U.UniO4Config(dyn_patience=5, dyn_max_epochs=40, dyn_lr=3e-3, dyn_batch=256)
+    torch.manual_seed(0)
+    model = U.DynamicsEnsemble(ds, da, members=5, elites=3, hidden=(64, 64), weight_decay=(2.5e-5, 5e-5, 1e-4))
+    info = U.train_dynamics(model, x, y, cfg, g)
+    var = y.var(0).mean().item()
+    assert info["elite_holdout_mse"] < 0.02 * var, (info["elite_holdout_mse"], var)
+    assert sorted(info["elites"]) == sorted(np.argsort(info["holdout_mse"])[:3].tolist())
+    assert model.elites.tolist() == info["elites"]
+    nxt, rew = model.step(s[:500], a[:500], torch.Generator().manual_seed(1))
+    assert (nxt - s2[:500]).square().mean().item() < 0.05 * s2.var(0).mean().item()
+    assert (rew - r[:500]).square().mean().item() < 0.05 * r.var().item()
+
+
+def test_termination_functions_follow_gymnasium_health_checks():
+    from o2o.registry import get_spec
+
+    hop = U.termination_fn(get_spec("hopper-medium-v2"))
+    s = torch.zeros(4, 11)
+    s[:, 0] = torch.tensor([1.2, 0.6, 1.2, 1.2])  # height
+    s[:, 1] = torch.tensor([0.0, 0.0, 0.3, 0.0])  # angle
+    s[3, 5] = 150.0  # a state entry out of (−100, 100)
+    assert hop(s).tolist() == [False, True, True, True]
+    walker = U.termination_fn(get_spec("walker2d-medium-v2"))
+    w = torch.zeros(3, 17)
+    w[:, 0] = torch.tensor([1.2, 2.5, 1.2])
+    w[:, 1] = torch.tensor([0.0, 0.0, -1.5])
+    assert walker(w).tolist() == [False, True, True]
+    cheetah = U.termination_fn(get_spec("halfcheetah-medium-v2"))
+    assert cheetah(torch.full((2, 17), 1e3)).tolist() == [False, False]
+    maze = U.termination_fn(get_spec("antmaze-umaze-v2"))
+    from o2o.domains.antmaze import goal_and_start
+
+    goal, _ = goal_and_start("antmaze-umaze-v2")
+    m = torch.zeros(2, 29)
+    m[0, :2] = torch.as_tensor(goal, dtype=torch.float32) + 0.3
+    assert maze(m).tolist() == [True, False]
+
+
+# ---------------------------------------------------------------------------------------------- AM-Q quality (toy)
+def test_am_q_ranks_policies_like_their_true_return():
+    """A point mass x' = x + 0.3 a, r = −|x|: data from random actions; AM-Q (learned Q, learned model) must order
+    linear policies a = −k·x the way their true returns do (Spearman > 0)."""
+    from scipy.stats import spearmanr
+
+    g = torch.Generator().manual_seed(0)
+    n_ep, T = 60, 50
+    obs, act, rew, nxt, nd = [], [], [], [], []
+    for _ in range(n_ep):
+        x = torch.rand(1, generator=g) * 4 - 2
+        for _t in range(T):
+            a = torch.rand(1, generator=g) * 2 - 1
+            x2 = x + 0.3 * a
+            obs.append(x.clone()), act.append(a), rew.append(-x.abs()), nxt.append(x2), nd.append(torch.ones(1))
+            x = x2
+    obs, act, nxt = torch.stack(obs), torch.stack(act), torch.stack(nxt)
+    rew, nd = torch.cat(rew), torch.cat(nd)
+    mc = torch.zeros_like(rew)
+    data = U.OfflineData(obs=obs, act=act, rew=rew, next_obs=nxt, next_act=act, not_done=nd, mc_return=mc,
+                         raw_obs=obs, raw_next_obs=nxt, bc_index=torch.arange(len(obs)), obs_mean=torch.zeros(1),
+                         obs_std=torch.ones(1), normalizer=None, reward_fn=None)
+    torch.manual_seed(0)
+    cfg = U.UniO4Config(q_hidden=64, q_depth=2, v_hidden=64, v_depth=2, q_lr=1e-3, v_lr=1e-3, gamma=0.9,
+                        dyn_patience=5, dyn_max_epochs=30, dyn_lr=3e-3)
+    critic = U.ValueLearner(cfg, 1, 1)
+    for _ in range(1500):
+        critic.update(data, torch.randint(0, len(data), (128,), generator=g))
+    model = U.DynamicsEnsemble(1, 1, members=5, elites=3, hidden=(32, 32), weight_decay=(2.5e-5, 5e-5, 1e-4))
+    U.train_dynamics(model, torch.cat([obs, act], -1), torch.cat([nxt - obs, rew[:, None]], -1), cfg, g)
+    gains = [-1.0, -0.3, 0.0, 0.3, 1.0, 3.0]  # a = tanh(−k x): k > 0 steers to 0 (better), k < 0 away
+    pol = U.PolicyEnsemble(len(gains), 1, 1, 8, 0, "relu")  # depth 0: μ = tanh(W s + b)
+    with torch.no_grad():
+        lin = pol.net[0]
+        lin.weight.zero_(), lin.bias.zero_()
+        lin.weight[:, 0, 0] = -torch.tensor(gains)
+        lin.bias[:, 0, 1] = 1.0  # log σ output (unused by the deterministic rollouts)
+    start = obs[torch.randint(0, len(obs), (256,), generator=g)]
+    scores = U.am_q(pol, critic.q_value, model, start, lambda z: z, 30, lambda z: torch.zeros(len(z), dtype=bool), g)
+
+    def true_return(k: float) -> float:
+        x, tot = start[:, 0].clone(), torch.zeros(len(start))
+        for t in range(30):
+            tot += (0.9 ** t) * -x.abs()
+            x = x + 0.3 * torch.tanh(-k * x)
+        return tot.mean().item()
+
+    rho = spearmanr(scores.tolist(), [true_return(k) for k in gains]).statistic
+    assert rho > 0.5, (scores.tolist(), rho)
+
+
+# ---------------------------------------------------------------------------------------------- cache and runs
+def test_stage_keys_depend_on_exactly_their_fields():
+    base = U.UniO4Config()
+    k0 = U.stage_keys(base)
+    k_bc = U.stage_keys(dataclasses.replace(base, bc_lr=3e-4))
+    assert k_bc["critic"] == k0["critic"] and k_bc["dynamics"] == k0["dynamics"]
+    assert k_bc["bc"] != k0["bc"] and k_bc["improve"] != k0["improve"]
+    k_q = U.stage_keys(dataclasses.replace(base, q_hidden=256))
+    assert k_q["critic"] != k0["critic"] and k_q["bc"] == k0["bc"] and k_q["improve"] != k0["improve"]
+    k_dyn = U.stage_keys(dataclasses.replace(base, dyn_lr=3e-4))
+    assert k_dyn["dynamics"] != k0["dynamics"] and k_dyn["critic"] == k0["critic"]
+    k_seed = U.stage_keys(dataclasses.replace(base, seed=1))
+    assert all(k_seed[s] != k0[s] for s in k0)
+    k_run = U.stage_keys(dataclasses.replace(base, online_actor_lr=1e-6, eval_episodes=3, out="x"))
+    assert k_run == k0  # online and run fields do not touch the offline artefacts
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "evals.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_run_end_to_end_and_cache_reuse(tmp_path, hopper_file):
+    out = tmp_path / "run"
+    cfg = U.UniO4Config(dataset=hopper_file, env="Hopper-v5", out=str(out), budget="smoke", **TINY)
+    summary = U.train(cfg)
+    assert summary["status"] == "finished", summary["error"]
+    rows = _rows(out)
+    phases = [r["phase"] for r in rows]
+    assert "offline" in phases and "online" in phases and phases.index("online") > max(
+        i for i, p in enumerate(phases) if p == "offline")
+    off = [r for r in rows if r["phase"] == "offline"]
+    assert [r["stage"] for r in off] == ["bc"] * 4 + ["improve"] * 4 + ["selected"]
+    assert {int(r["step"]) for r in off if r["stage"] == "bc"} == {TINY["critic_steps"] + TINY["bc_steps"]}
+    end = TINY["critic_steps"] + TINY["bc_steps"] + TINY["improve_steps"]
+    assert int(off[-1]["step"]) == end and all(np.isfinite(float(r["ope"])) for r in off)
+    ext = summary["extra"]
+    assert int(off[-1]["member"]) == ext["selected_member"] == int(np.argmax(ext["ope_final"]))
+    assert ext["selection_used_online_evaluations"] is False and ext["bc_disagreement"] == "working"
+    assert summary["offline_score"] == pytest.approx(float(off[-1]["normalized_score"]))
+    assert summary["online_score"] is not None and summary["env_steps"] == TINY["online_steps"]
+    assert len(json.loads((out / "ope_history.json").read_text())) == 1 + TINY["improve_steps"] // TINY["ope_every"]
+    pol = torch.load(out / "policy.pt", weights_only=True)
+    assert pol["member"] == ext["selected_member"] and "actor" in pol
+    for name in ("metrics_critic.csv", "metrics_bc.csv", "metrics_dynamics.csv", "metrics_improve.csv",
+                 "metrics_ope.csv", "metrics.csv"):
+        assert (out / name).exists(), name
+    assert len(list((out / "cache").glob("*.pt"))) == 4
+
+    # a changed improvement hyperparameter: critic, dynamics and BC come from the cache, the improvement is redone
+    cfg2 = dataclasses.replace(cfg, improve_lr=3e-5, online_steps=0, selection="official")
+    summary2 = U.train(cfg2)
+    assert summary2["status"] == "finished"
+    keys, keys2 = U.stage_keys(cfg), U.stage_keys(cfg2)
+    assert summary2["extra"]["cache_hits"] == [keys["critic"], keys["dynamics"], keys["bc"]]
+    assert keys2["improve"] != keys["improve"] and len(list((out / "cache").glob("improve-*.pt"))) == 2
+    assert summary2["extra"]["selection_used_online_evaluations"] is True
+    assert summary2["extra"]["ope_bc"] == ext["ope_bc"]  # the same BC ensemble and AM-Q draws as the first run
+    assert [r["phase"] for r in _rows(out)] == ["offline"] * 9
+
+
+def test_command_line_help_and_presets(capsys):
+    with pytest.raises(SystemExit):
+        U.main(["--help"])
+    assert "--bc-disagreement" in capsys.readouterr().out
+    from o2o.cli import parse_config
+
+    cfg = parse_config(U.UniO4Config, U.presets, ["--dataset", "antmaze-umaze-v2", "--budget", "smoke"])
+    assert cfg.omega == 0.9 and cfg.reward_kind == "unio4_antmaze" and cfg.ope_horizon == 10  # smoke caps it
+    cfg = parse_config(U.UniO4Config, U.presets, ["--dataset", "hopper-medium-expert-v2", "--omega", "0.6"])
+    assert cfg.value_method == "mc_sarsa" and cfg.omega == 0.6 and cfg.critic_steps == 2_000_000
+    with pytest.raises(ValueError):
+        U.check_config(dataclasses.replace(cfg, bc_disagreement="both"))
+
+
+def test_resume_continues_an_interrupted_improvement_stage_exactly(tmp_path, hopper_file, monkeypatch):
+    base = dict(TINY, online_steps=0, checkpoint_every=20, improve_steps=40)
+    ref = U.train(U.UniO4Config(dataset=hopper_file, env="Hopper-v5", out=str(tmp_path / "ref"), **base))
+    cfg = U.UniO4Config(dataset=hopper_file, env="Hopper-v5", out=str(tmp_path / "cut"), **base)
+    real_update = U.Improver.update
+
+    def crash_at_30(self, obs, step):
+        if step == 30:
+            raise KeyboardInterrupt("simulated interruption")
+        return real_update(self, obs, step)
+
+    monkeypatch.setattr(U.Improver, "update", crash_at_30)
+    with pytest.raises(KeyboardInterrupt):
+        U.train(cfg)
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "failed"
+    assert list((tmp_path / "cut" / "cache").glob("improve-*.partial.pt"))  # the step-20 checkpoint
+    monkeypatch.setattr(U.Improver, "update", real_update)
+    res = U.train(dataclasses.replace(cfg, resume=True))
+    assert res["status"] == "finished"
+    assert res["extra"]["cache_hits"] == [U.stage_keys(cfg)[s] for s in ("critic", "dynamics", "bc")]
+    assert res["extra"]["ope_final"] == ref["extra"]["ope_final"]  # bit-identical to the uninterrupted run
+    assert res["extra"]["member_scores"] == ref["extra"]["member_scores"]
+    assert not list((tmp_path / "cut" / "cache").glob("*.partial.pt"))
+
+
+class _QuadraticCritic:
+    """A known advantage A(s, a) = −‖a − a*‖² (+ const): the improvement must move every member towards a*."""
+
+    method = "iql"
+
+    def __init__(self, target: torch.Tensor) -> None:
+        self.target = target
+
+    def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return -(act - self.target).square().sum(-1)
+
+
+def test_improvement_climbs_a_known_advantage():
+    torch.manual_seed(0)
+    target = torch.tensor([0.6, -0.4])
+    cfg = U.UniO4Config(improve_steps=300, improve_lr=3e-3, clip_ratio=0.25)
+    pol = _ensemble(n=3)
+    imp = U.Improver(pol, _QuadraticCritic(target), cfg)
+    s = torch.randn(256, 3)
+    dist0 = (pol.act(s) - target).norm(dim=-1).mean(-1)
+    for t in range(cfg.improve_steps):
+        imp.update(s, t)
+        if (t + 1) % 10 == 0:  # a gate that always accepts: multi-step, π_k follows π (ε bounds each step)
+            U.copy_members(imp.pi_old, imp.pi, torch.ones(3, dtype=torch.bool))
+    dist1 = (pol.act(s) - target).norm(dim=-1).mean(-1)
+    assert (dist1 < 0.5 * dist0).all(), (dist0, dist1)
