@@ -21,7 +21,8 @@ rollout stores it in `final_values`, and `gae` adds it to that step's TD target;
 cut the advantage trace so that no value leaks across episodes. A terminated step gets no bootstrap.
 
 Command line: `python baselines/ppo.py --dataset local:hopper-medium --seed 0 --out DIR --budget smoke|short|full`
-(the dataset only names the env; PPO from scratch reads no data). `--preset unio4` uses `UNIO4_ONLINE`.
+(the dataset only names the env; PPO from scratch reads no data). `--preset unio4` uses `UNIO4_ONLINE` (from
+scratch that still trains this file's GaussianActor; Uni-O4 itself passes its BC policy and offline V to run_ppo).
 """
 
 from __future__ import annotations

@@ -187,6 +187,18 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def behaviour_id(family: str, quality: str, seed: int = 0) -> str:
+    """What a dataset was generated from (stored as metadata/behaviour; a changed policy file means regenerate)."""
+    if quality == "random":
+        return f"random-init GaussianActor (torch seed {seed})"
+    if quality == "medium-expert":
+        return f"medium ⊕ expert: {behaviour_id(family, 'medium')}; {behaviour_id(family, 'expert')}"
+    path = behaviour_path(family, quality)
+    sha = _sha(path) if path.exists() else "missing"
+    extra = " (PPO training rollouts up to medium)" if quality == "medium-replay" else ""
+    return f"behaviour/{path.name} sha256:{sha}{extra}"
+
+
 # ----------------------------------------------------------------------------------------------- medium-replay
 def replay_actions(spec: DatasetSpec, actions: np.ndarray, log_probs: np.ndarray, reset_seed: int,
                    n_steps: int) -> dict[str, np.ndarray]:
@@ -232,13 +244,27 @@ def replay_actions(spec: DatasetSpec, actions: np.ndarray, log_probs: np.ndarray
 
 # ----------------------------------------------------------------------------------------------- generation
 def local_path(name: str, create: bool = True) -> Path:
-    """data_dir()/<env>-<quality>.hdf5 of `local:<env>-<quality>`; generated (default size, seed 0) on first use."""
+    """data_dir()/<env>-<quality>.hdf5 of `local:<env>-<quality>`.
+
+    With create: generated (default size, seed 0) on first use; a file made from a behaviour policy that has since
+    changed (metadata/behaviour differs from the committed files' hash) is regenerated with its own size and seed.
+    """
     spec = get_spec(name if name.startswith("local:") else f"local:{name}")
     path = data_dir() / f"{spec.name.split(':', 1)[1]}.hdf5"
-    if create and not path.exists():
+    if not create:
+        return path
+    if not path.exists():
         print(f"[o2o.generate] {spec.name} not found in {data_dir()}: generating it (once; "
               "`python -m o2o.generate all` makes all 15)", file=sys.stderr, flush=True)
         generate(spec.name)
+        return path
+    meta = _read_meta(path)
+    quality = spec.name.split(":", 1)[1].split("-", 1)[1]
+    seed = int(meta.get("seed", 0))
+    if "behaviour" in meta and meta["behaviour"] != behaviour_id(spec.family, quality, seed):
+        print(f"[o2o.generate] {path} was made from a behaviour policy that has changed since: regenerating it",
+              file=sys.stderr, flush=True)
+        generate(spec.name, size=int(meta.get("requested_size", 0)) or None, seed=seed, force=True)
     return path
 
 
@@ -271,16 +297,14 @@ def _episode_returns(arr: dict[str, np.ndarray]) -> np.ndarray:
 def _arrays(spec: DatasetSpec, quality: str, size: int | None, seed: int) -> tuple[dict[str, np.ndarray],
                                                                                    dict[str, Any]]:
     fam = spec.family
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"behaviour": behaviour_id(fam, quality, seed)}
     if quality == "random":
         n = size or D4RL_SIZE
         policy = NumpyGaussianPolicy(random_policy_state(spec, seed))
-        info["behaviour"] = f"random-init GaussianActor (torch seed {seed})"
         return rollout(spec, policy, n, seed=seed * 10 + QUALITY_SEED[quality], progress=PROGRESS), info
     if quality in ("medium", "expert"):
         n = size or D4RL_SIZE
         state = load_behaviour(fam, quality)
-        info["behaviour"] = f"behaviour/{behaviour_path(fam, quality).name} sha256:{_sha(behaviour_path(fam, quality))}"
         return rollout(spec, NumpyGaussianPolicy(state), n, seed=seed * 10 + QUALITY_SEED[quality],
                        progress=PROGRESS), info
     if quality == "medium-replay":
@@ -298,7 +322,6 @@ def _arrays(spec: DatasetSpec, quality: str, size: int | None, seed: int) -> tup
             arr = {k: v[:size] for k, v in arr.items()}
             if not arr["terminals"][-1]:
                 arr["timeouts"][-1] = True
-        info["behaviour"] = f"behaviour/{src.name} sha256:{_sha(src)} (PPO training rollouts up to medium)"
         return arr, info
     if quality == "medium-expert":
         half = None if size is None else size // 2
@@ -306,7 +329,6 @@ def _arrays(spec: DatasetSpec, quality: str, size: int | None, seed: int) -> tup
         for q, n in (("medium", half), ("expert", None if size is None else size - half)):
             parts.append(_part(spec, q, n, seed))
         arr = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        info["behaviour"] = "medium ⊕ expert"
         return arr, info
     raise KeyError(quality)
 
@@ -317,16 +339,16 @@ def _part(spec: DatasetSpec, quality: str, size: int | None, seed: int) -> dict[
 
     fam = spec.family
     path = data_dir() / f"{fam}-{quality}.hdf5"
-    if path.exists() and _matches(_read_meta(path), size, seed):
+    if path.exists() and _matches(_read_meta(path), size, seed, behaviour_id(fam, quality, seed)):
         raw = read_hdf5(path)
         return {k: v for k, v in raw.items() if not k.startswith(("metadata/", "attrs/"))}
     return _arrays(get_spec(f"local:{fam}-{quality}"), quality, size, seed)[0]
 
 
-def _matches(meta: dict[str, Any], size: int | None, seed: int) -> bool:
-    """Whether a file's metadata says it was generated with this size (None: default), seed and generator."""
+def _matches(meta: dict[str, Any], size: int | None, seed: int, behaviour: str) -> bool:
+    """Whether a file's metadata says it was made with this size (None: default), seed, generator and behaviour."""
     return (meta.get("requested_size") == int(size or 0) and meta.get("seed") == seed
-            and str(meta.get("generator_version")) == GENERATOR_VERSION)
+            and str(meta.get("generator_version")) == GENERATOR_VERSION and meta.get("behaviour") == behaviour)
 
 
 def generate(name: str, size: int | None = None, seed: int = 0, force: bool = False) -> Path:
@@ -334,7 +356,8 @@ def generate(name: str, size: int | None = None, seed: int = 0, force: bool = Fa
     spec = get_spec(name if name.startswith("local:") else f"local:{name}")
     quality = spec.name.split(":", 1)[1].split("-", 1)[1]
     path = local_path(spec.name, create=False)
-    if path.exists() and not force and _matches(_read_meta(path), size, seed):
+    if path.exists() and not force and _matches(_read_meta(path), size, seed,
+                                                behaviour_id(spec.family, quality, seed)):
         return path
     t0 = time.time()
     arr, info = _arrays(spec, quality, size, seed)

@@ -56,6 +56,19 @@ def test_deterministic_for_a_seed(data_dir):
     assert not np.array_equal(a["observations"], c["observations"])
 
 
+def test_kept_unless_size_seed_or_policy_change(data_dir, monkeypatch):
+    path = generate.generate("local:hopper-expert", size=200, seed=0)
+    stamp = path.stat().st_mtime_ns
+    assert generate.generate("local:hopper-expert", size=200, seed=0).stat().st_mtime_ns == stamp  # kept
+    monkeypatch.setattr(generate, "behaviour_id", lambda *a: "a retrained policy")
+    assert generate.generate("local:hopper-expert", size=200, seed=0).stat().st_mtime_ns != stamp  # stale: remade
+    # the loader's path regenerates a stale file too, keeping its size and seed
+    monkeypatch.setattr(generate, "behaviour_id", lambda *a: "retrained again")
+    stamp = path.stat().st_mtime_ns
+    assert generate.local_path("local:hopper-expert", create=True).stat().st_mtime_ns != stamp
+    assert len(load_dataset("local:hopper-expert")) == 200
+
+
 def test_loader_and_consistency(data_dir):
     generate.generate("local:hopper-medium", size=1500, seed=0)
     ds = load_dataset("local:hopper-medium")
