@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests never read or write the user's generated datasets (~/.o2o/datasets): they make tiny ones of their own.
+os.environ["O2O_DATA_DIR"] = tempfile.mkdtemp(prefix="o2o-test-data-")
 
 
 def random_policy(act_dim: int, scale: float = 1.0):
