@@ -517,7 +517,7 @@ _FIELDS = ("obs", "act", "rew", "next_obs", "done")
 def buffer_state(buf: ReplayBuffer, n_data: int, env_steps: int) -> dict[str, Any]:
     """The online transitions while the ring has not wrapped (the dataset is reloaded on resume), else everything."""
     if n_data + env_steps <= buf.capacity:
-        return {"online": {k: getattr(buf, k)[n_data:n_data + env_steps].cpu() for k in _FIELDS}}
+        return {"online": {k: getattr(buf, k)[n_data:n_data + env_steps].cpu().clone() for k in _FIELDS}}
     return {"full": buf.state_dict()}
 
 

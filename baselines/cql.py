@@ -579,7 +579,7 @@ def _train(cfg: CQLConfig, out: Path, recorder: RunRecorder) -> None:
                             "successes": torch.tensor(online.successes or [], dtype=torch.float64)}}
         if buffer.size > n_data:
             sl = slice(n_data, buffer.size)
-            state["online_buffer"] = {k: getattr(buffer, k)[sl].cpu() for k in ("obs", "act", "rew", "next_obs",
+            state["online_buffer"] = {k: getattr(buffer, k)[sl].cpu().clone() for k in ("obs", "act", "rew", "next_obs",
                                                                                   "done")}
         ckpt.save(state)
 

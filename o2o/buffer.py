@@ -47,9 +47,9 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """Everything needed to resume (weights_only-loadable)."""
-        return {"obs": self.obs[: self.size].cpu(), "act": self.act[: self.size].cpu(),
-                "rew": self.rew[: self.size].cpu(), "next_obs": self.next_obs[: self.size].cpu(),
-                "done": self.done[: self.size].cpu(), "ptr": self.ptr, "size": self.size}
+        return {"obs": self.obs[: self.size].cpu().clone(), "act": self.act[: self.size].cpu().clone(),
+                "rew": self.rew[: self.size].cpu().clone(), "next_obs": self.next_obs[: self.size].cpu().clone(),
+                "done": self.done[: self.size].cpu().clone(), "ptr": self.ptr, "size": self.size}
 
     def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
         """Restore a state_dict() into this buffer."""

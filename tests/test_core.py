@@ -196,3 +196,12 @@ def test_cli_help_lists_every_field(capsys):
                  "--hidden", "--eval-episodes"):
         assert flag in out
     assert "default: 1000000" in out
+
+
+def test_buffer_state_saves_only_its_rows(tmp_path):
+    # slices of a preallocated ring share its storage: saved as views, a checkpoint would hold the whole capacity
+    buf = ReplayBuffer(11, 3, capacity=200_000)
+    buf.add(np.ones((10, 11)), np.ones((10, 3)), np.ones(10), np.ones((10, 11)), np.zeros(10))
+    ck = Checkpointer(tmp_path)
+    ck.save({"buffer": buf.state_dict()})
+    assert ck.path.stat().st_size < 50_000
