@@ -365,9 +365,8 @@ def _train(cfg: IQLConfig, out: Path, recorder: RunRecorder) -> None:
         ckpt.save({
             "agent": agent.state_dict(), "step": step, "env_steps": env_steps, "successes": successes,
             "train_scores": train_scores, "rng": rng_state(), "config": config_dict(cfg),
-            "online_buffer": {"obs": buffer.obs[n_data:n].cpu().clone(), "act": buffer.act[n_data:n].cpu().clone(),
-                              "rew": buffer.rew[n_data:n].cpu().clone(), "next_obs": buffer.next_obs[n_data:n].cpu().clone(),
-                              "done": buffer.done[n_data:n].cpu().clone()},
+            "online_buffer": {k: getattr(buffer, k)[n_data:n].cpu().clone()
+                              for k in ("obs", "act", "rew", "next_obs", "done")},
         })
 
     eval_time = [0.0]  # seconds spent evaluating (kept out of the updates/s figure)
