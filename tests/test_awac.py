@@ -191,6 +191,8 @@ def test_offline_to_online_smoke_run_logs_both_phases(hopper_file, tmp_path):
     assert summary["env_steps"] == 60 and summary["online_score"] is not None
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert len(ckpt["online_buffer"]["rew"]) == 60 and ckpt["step"] == 80
+    # only the online rows are saved (a view would drag the whole dataset-sized storage into every checkpoint)
+    assert ckpt["online_buffer"]["obs"].untyped_storage().nbytes() == 60 * 11 * 4
 
 
 def test_regret_column_on_a_success_domain(tmp_path):
