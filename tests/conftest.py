@@ -13,6 +13,17 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["O2O_DATA_DIR"] = tempfile.mkdtemp(prefix="o2o-test-data-")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread per test: on 2 shared cores, torch's default threading makes small updates 10x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def random_policy(act_dim: int, scale: float = 1.0):
     """A uniform random policy in the rollout() signature."""
     def policy(obs: np.ndarray, rng: np.random.Generator):

@@ -108,6 +108,7 @@ def test_run_records_contract(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "evals.csv")))
     assert list(rows[0])[: len(EVAL_COLUMNS)] == EVAL_COLUMNS and rows[2]["regret"] == "0.5"
     assert rows[0]["success_rate"] == "" and is_finished(tmp_path)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o044  # readable by others (mkstemp alone gives 0600)
     # resume: rows after the checkpoint's step are dropped, the curve continues
     again = RunRecorder(tmp_path, "iql", "hopper-medium-v2", 1, {"lr": 3e-4}, resume=True)
     again.truncate_after(2000)
