@@ -4,28 +4,30 @@ Paper: arXiv 2311.03351. Official code: GitHub Lei-Kun/Uni-O4 (main.py, critic.p
 dynamics_eval.py + transition_model/, ppo_finetune/). Reimplemented in one file, top to bottom in the order the
 method runs:
 
-1. Value learning (paper §3.1). The "IQL path" used by nearly every published run:
+1. Value learning. The "IQL path" used by nearly every published run:
      L_V = E_D[ L₂^ω(min_k Q̂_k(s,a) − V(s)) ],  L₂^ω(u) = |ω − 1(u < 0)| u²            (expectile value)
      L_Q = E_D[ Σ_k (r + γ·not_done·V(s') − Q_k(s,a))² ]                                (twin Q, target V)
    with Q̂ the Polyak average (τ = 0.005, every 2 updates) of the twin Q. The other path (official `--is_iql False`,
    used for halfcheetah/hopper medium-expert): V regressed onto Monte-Carlo returns, Q by SARSA
    r + γ·not_done·Q̂(s', a') with the dataset's next action.
-2. Ensemble behaviour cloning with a disagreement penalty (paper §3.2): N Gaussian policies π^i trained on the
+2. Ensemble behaviour cloning with a disagreement penalty: N Gaussian policies π^i trained on the
    same batches, max_π^i E_D[log π^i(a|s)] + α·D(π^i, π^{j≠i}). See `bc_loss` for the three variants and why the
    default differs from the official code.
 3. A probabilistic dynamics-model ensemble (7 members, 5 elites, Swish, Gaussian over (Δs, r)) with holdout early
    stopping, used only for offline policy evaluation (the official transition_model/, taken from MOBILE).
-4. Multi-step policy ensemble optimisation (paper §3.2): every member i runs PPO-clip on dataset states with
+4. Multi-step policy ensemble optimisation: every member i runs PPO-clip on dataset states with
    actions sampled from its behaviour policy π^i_k,
      J(π^i) = E_{s~D, a~π^i_k}[ min(ρ·Â, clip(ρ, 1 ± ε)·Â) ],  ρ = π^i(a|s)/π^i_k(a|s),  Â = norm(min Q(s,a) − V(s)),
    and every K steps queries AM-Q, the offline policy evaluation
      AM-Q(π) = E_{s_0~D, s_{t+1}~T̂(s_t, π(s_t))}[ mean_t Q(s_t, π(s_t)) ],  t < H,
    with the learned model T̂. Only a member whose AM-Q beats its best so far replaces its behaviour policy:
    π^i_{k+1} ← π^i (the "multi-step" improvement); the others keep π^i_k.
-5. One member initialises online PPO (paper §3.3): by AM-Q alone here (`--selection ope`, the default), or by the
-   official rule (`--selection official`: top-3 by AM-Q, then the best *real-environment* score; that uses online
-   evaluations and the run record says so). The online critic starts from the offline V, observations keep the
-   offline normalisation, and PPO is `baselines.ppo.run_ppo` with the official ppo_finetune settings.
+5. One member initialises online PPO: by AM-Q alone here (`--selection ope`, the default: an offline result must
+   not depend on real-environment returns), or by the official rule (`--selection official`: top-3 by AM-Q, then
+   the best *real-environment* score; that uses online evaluations, and summary.json's extra says so). The online
+   critic starts from the offline V (output scaled to the online reward scale), observations keep the offline
+   normalisation, and PPO is `baselines.ppo.run_ppo` with the official ppo_finetune settings per family (PRESETS;
+   AntMaze and Kitchen have no official online script: main.py's defaults, AntMaze rewards × 0.1 on top of 10r − 5).
 
 Differences from the official code, on purpose (each is also noted where it happens):
 - `--bc-disagreement working` (default) adds a penalty whose gradient acts; the official one is `official`.
@@ -39,6 +41,10 @@ Differences from the official code, on purpose (each is also noted where it happ
 - The online actor keeps the offline distribution; ppo_finetune/net.py applies tanh twice to the log-std of the
   loaded policy, which changes its σ at the hand-over. The official `dynamic` reward scaling path cannot run
   (`reward_normalize` returns None), so presets use fixed reward scales (see PRESETS).
+
+Measured caveat (results/uni_o4/): AM-Q ranks unrelated policies well (Spearman 0.8–0.9 on hopper) but rates the
+policies the gated improvement produces above the BC members they came from, though they are worse: it averages
+the same critic the improvement climbs. With short critic training the improvement lowered real scores.
 
 Offline `step` in evals.csv counts gradient steps: critic updates, then BC updates, then improvement updates
 (dynamics epochs are not counted). Online rows count env steps from 0 (`env_steps` likewise).
@@ -187,7 +193,7 @@ class UniO4Config(RunConfig):
 # value the choice is named. Flags given on the command line override all of this.
 PRESETS: dict[str, dict[str, Any]] = {
     # main.py defaults, transition_model/configs/gym/default.py, scripts/mujoco_loco/*.sh (is_state_norm, is_iql),
-    # ppo_finetune/main.py defaults. Online: 1M env steps (paper §5.2).
+    # ppo_finetune/main.py defaults. Online: 1M env steps (the paper's fine-tuning budget).
     "locomotion": dict(state_norm=True, value_method="iql", reward_kind="none"),
     # scripts/antmaze/*.sh: v/q 256×3 (q_depth 3), omega 0.9, is_filter_bc, is_iql, no state norm, eval_episode 30,
     # bppo_lr swept {1e-5, 3e-5, 5e-5} (u.sh: 3e-5 fixed) -> 3e-5; alpha_bc swept {0, 0.1} -> 0.1; rollout_step

@@ -377,3 +377,20 @@ def test_improvement_climbs_a_known_advantage():
             U.copy_members(imp.pi_old, imp.pi, torch.ones(3, dtype=torch.bool))
     dist1 = (pol.act(s) - target).norm(dim=-1).mean(-1)
     assert (dist1 < 0.5 * dist0).all(), (dist0, dist1)
+
+
+def test_nan_loss_ends_the_run_as_diverged(tmp_path, hopper_file, monkeypatch):
+    real = U.ValueLearner.update
+
+    def nan_update(self, data, idx):
+        out = real(self, data, idx)
+        out["q_loss"] = out["q_loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(U.ValueLearner, "update", nan_update)
+    cfg = U.UniO4Config(dataset=hopper_file, env="Hopper-v5", out=str(tmp_path / "nan"), **dict(TINY, online_steps=0))
+    summary = U.train(cfg)
+    assert summary["status"] == "diverged" and "q_loss" in summary["error"]
+    assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "diverged"
+    assert U.main(["--dataset", hopper_file, "--env", "Hopper-v5", "--out", str(tmp_path / "nan2"),
+                   "--budget", "smoke", "--online-steps", "0", "--q-hidden", "16", "--critic-steps", "20"]) == 3
