@@ -5,7 +5,7 @@
 
 One step = V (IQL) or Q (AWAC), balance model, α, universal model, Q (IQL), Polyak target, sampled from a
 device-resident buffer, offline (β ~ U) and online (β from the balance model). `ops` is updates per second.
-Walker2d dims (17 / 6). Set FAMO2O_BENCH_DEVICE=cuda to time a GPU; the default is the CPU with one thread.
+Walker2d dims (17 / 6). Set O2O_BENCH_DEVICE=cuda to time a GPU; the default is the CPU with one thread.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 from algorithms import famo2o as fam  # noqa: E402
 from o2o.buffer import ReplayBuffer  # noqa: E402
 
-DEVICE = torch.device(os.environ.get("FAMO2O_BENCH_DEVICE", "cpu"))
+DEVICE = torch.device(os.environ.get("O2O_BENCH_DEVICE", "cpu"))
 OBS, ACT, N, BATCH = 17, 6, 100_000, 256
 
 

@@ -6,7 +6,7 @@ One benchmark per stage: a critic update (IQL path: V 3×512, twin Q 2×1024, ba
 (4 × 3×256 policies, batch 512), a dynamics-model update (7 × 4×200 Swish, batch 256), an improvement update
 (4 members, batch 512, advantage from the twin Q), and an AM-Q rollout of 4 members × 512 start states over
 10 model steps (the official horizon is 1000: multiply the time by 100). `ops` is updates (rollouts) per second.
-Set UNI_O4_BENCH_DEVICE=cuda to time a GPU; the default is the CPU with one thread.
+Set O2O_BENCH_DEVICE=cuda to time a GPU; the default is the CPU with one thread.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from algorithms import uni_o4 as U
 
-DEVICE = torch.device(os.environ.get("UNI_O4_BENCH_DEVICE", "cpu"))
+DEVICE = torch.device(os.environ.get("O2O_BENCH_DEVICE", "cpu"))
 OBS, ACT, N = 11, 3, 100_000  # hopper dims; a 100k-transition synthetic dataset
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from o2o.consistency import logged_state
 from o2o.envs import make_env
 from o2o.registry import LOCAL_FAMILIES, LOCAL_QUALITIES, DatasetSpec, get_spec, normalized_score
 
@@ -55,23 +56,22 @@ def rollout(spec: DatasetSpec, policy: Callable[[np.ndarray, np.random.Generator
     t0 = time.time()
     env = make_env(spec)
     rng = np.random.default_rng(seed)
-    base = env.unwrapped
     n = int(n_transitions)
     low, high = env.action_space.low, env.action_space.high
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    obs, _ = env.reset(seed=seed)
+    state = logged_state(env, spec.domain)  # qpos, qvel (+ Adroit's targets) as D4RL logs them, in D4RL's frame
     out = {
         "observations": np.empty((n, obs_dim), np.float32), "actions": np.empty((n, act_dim), np.float32),
         "rewards": np.empty(n, np.float32), "next_observations": np.empty((n, obs_dim), np.float32),
         "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool),
-        "infos/qpos": np.empty((n, base.data.qpos.shape[0]), np.float64),
-        "infos/qvel": np.empty((n, base.data.qvel.shape[0]), np.float64),
+        **{f"infos/{k}": np.empty((n, *np.shape(v)), np.float64) for k, v in state.items()},
         "infos/action_log_probs": np.empty(n, np.float32),
     }
-    obs, _ = env.reset(seed=seed)
     episode = 0
     for i in range(n):
-        out["infos/qpos"][i] = base.data.qpos
-        out["infos/qvel"][i] = base.data.qvel
+        for k, v in logged_state(env, spec.domain).items():
+            out[f"infos/{k}"][i] = v
         act, logp = policy(obs[None].astype(np.float32), rng)
         act = np.clip(act[0], low, high)
         nobs, rew, term, trunc, _ = env.step(act)

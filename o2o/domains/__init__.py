@@ -2,7 +2,8 @@
 
 Each module (`antmaze`, `adroit`, `kitchen`) exposes `make_env(spec, render_mode=None)` returning a flat-Box
 environment in D4RL's observation layout, wrapped in a TimeLimit of `spec.max_episode_steps`, whose step `info`
-always carries `success`; and `restore_state(env, qpos, qvel)` that puts the simulator in a dataset's state.
+always carries `success`; `restore_state(env, qpos, qvel, ...)` that puts the simulator in a dataset's logged state,
+`logged_state(env)` its inverse (what D4RL stores under infos/), and `mj_data(env)` the MuJoCo data being stepped.
 Modules are imported lazily so that importing this package does not pull in MuJoCo.
 """
 

@@ -169,3 +169,17 @@ def restore_state(env: gym.Env, qpos: np.ndarray, qvel: np.ndarray, **extra: np.
             getattr(base.model, array)[getattr(base, index)] = np.asarray(extra[key], dtype=np.float64)
     base.set_state(np.asarray(qpos, dtype=np.float64), np.asarray(qvel, dtype=np.float64))
     return base._get_obs()
+
+
+def logged_state(env: gym.Env) -> dict[str, np.ndarray]:
+    """qpos, qvel and the family's STATE_TARGETS under D4RL's infos/ names; restore_state's inverse."""
+    base = env.unwrapped
+    state = {"qpos": base.data.qpos.copy(), "qvel": base.data.qvel.copy()}
+    for key, (array, index) in STATE_TARGETS[_family(env)].items():
+        state[key] = np.array(getattr(base.model, array)[getattr(base, index)], dtype=np.float64)
+    return state
+
+
+def mj_data(env: gym.Env) -> Any:
+    """The MuJoCo data of the hand."""
+    return env.unwrapped.data

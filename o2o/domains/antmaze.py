@@ -316,3 +316,16 @@ def restore_state(env: gym.Env, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarra
     qpos[:2] = d4rl_to_gym_xy(wrapper.maze, qpos[:2])
     wrapper.ant.set_state(qpos[:ANT_NQ], np.asarray(qvel, dtype=np.float64)[:ANT_NV])
     return wrapper.d4rl_obs()
+
+
+def logged_state(env: gym.Env) -> dict[str, np.ndarray]:
+    """The state as D4RL logs it (infos/qpos with xy in D4RL's frame, infos/qvel); restore_state's inverse."""
+    wrapper = _find(env)
+    qpos = wrapper.ant.data.qpos[:ANT_NQ].copy()
+    qpos[:2] = wrapper.xy()
+    return {"qpos": qpos, "qvel": wrapper.ant.data.qvel[:ANT_NV].copy()}
+
+
+def mj_data(env: gym.Env) -> Any:
+    """The MuJoCo data of the ant."""
+    return _find(env).ant.data

@@ -149,3 +149,14 @@ def restore_state(env: gym.Env, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarra
             raise TypeError("not an env made by o2o.domains.kitchen.make_env")
         e = e.env
     return e.d4rl_obs()
+
+
+def logged_state(env: gym.Env) -> dict[str, np.ndarray]:
+    """The kitchen's qpos and qvel (infos/qpos, infos/qvel); restore_state's inverse."""
+    data = env.unwrapped.robot_env.data
+    return {"qpos": data.qpos.copy(), "qvel": data.qvel.copy()}
+
+
+def mj_data(env: gym.Env) -> Any:
+    """The MuJoCo data of the kitchen."""
+    return env.unwrapped.robot_env.data

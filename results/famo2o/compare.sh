@@ -4,6 +4,7 @@
 #   bash results/famo2o/compare.sh                 # short budget (100k offline + 100k online steps), seeds 0 1 2
 #   BUDGET=smoke SEEDS="0 1 2" bash results/famo2o/compare.sh
 #   DATASETS="local:hopper-medium" JOBS=2 EXTRA="--device cuda" bash results/famo2o/compare.sh
+#   PAIRS=iql bash results/famo2o/compare.sh       # only IQL vs FamO2O+IQL (PAIRS="iql awac" by default)
 #
 # Runs go to results/famo2o/runs/<algorithm>/<dataset>/seed<N>/ (summary.json, evals.csv; FamO2O adds beta_* columns
 # and betas.npy). A finished run is skipped; an interrupted one resumes from its checkpoint.
@@ -18,6 +19,7 @@ BUDGET=${BUDGET:-short}
 SEEDS=${SEEDS:-"0 1 2"}
 DATASETS=${DATASETS:-"local:hopper-medium local:walker2d-medium"}
 JOBS=${JOBS:-1}
+PAIRS=${PAIRS:-"iql awac"}  # base algorithms to compare FamO2O against
 EXTRA=${EXTRA:-}  # more flags for every run, e.g. EXTRA="--device cuda" or "--env Hopper-v5" for an HDF5 path
 OUT=${OUT:-results/famo2o/runs}
 
@@ -25,10 +27,14 @@ cmds=()
 for ds in $DATASETS; do
   safe=${ds//[:\/]/_}
   for s in $SEEDS; do
-    cmds+=("$PY baselines/iql.py --dataset $ds --seed $s --budget $BUDGET --finetune true --actor-cosine false  $EXTRA --out $OUT/iql/$safe/seed$s")
-    cmds+=("$PY algorithms/famo2o.py --base iql --dataset $ds --seed $s --budget $BUDGET --normalize-states true  $EXTRA --out $OUT/famo2o_iql/$safe/seed$s")
-    cmds+=("$PY baselines/awac.py --dataset $ds --seed $s --budget $BUDGET --finetune true  $EXTRA --out $OUT/awac/$safe/seed$s")
-    cmds+=("$PY algorithms/famo2o.py --base awac --dataset $ds --seed $s --budget $BUDGET  $EXTRA --out $OUT/famo2o_awac/$safe/seed$s")
+    if [[ " $PAIRS " == *" iql "* ]]; then
+      cmds+=("$PY baselines/iql.py --dataset $ds --seed $s --budget $BUDGET --finetune true --actor-cosine false  $EXTRA --out $OUT/iql/$safe/seed$s")
+      cmds+=("$PY algorithms/famo2o.py --base iql --dataset $ds --seed $s --budget $BUDGET --normalize-states true  $EXTRA --out $OUT/famo2o_iql/$safe/seed$s")
+    fi
+    if [[ " $PAIRS " == *" awac "* ]]; then
+      cmds+=("$PY baselines/awac.py --dataset $ds --seed $s --budget $BUDGET --finetune true  $EXTRA --out $OUT/awac/$safe/seed$s")
+      cmds+=("$PY algorithms/famo2o.py --base awac --dataset $ds --seed $s --budget $BUDGET  $EXTRA --out $OUT/famo2o_awac/$safe/seed$s")
+    fi
   done
 done
 
