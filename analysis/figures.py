@@ -221,6 +221,51 @@ def has_beta(evals_df: pd.DataFrame) -> bool:
     return bool(cols) and bool(evals_df[cols].notna().any().any())
 
 
+def beta_states(runs_df: pd.DataFrame) -> pd.DataFrame:
+    """β of each recorded dataset state at the end of every run (betas.npy): columns dataset, algorithm, seed, beta."""
+    frames = []
+    if runs_df.empty or "run_dir" not in runs_df.columns:
+        return pd.DataFrame(columns=["dataset", "algorithm", "seed", "beta"])
+    for r in runs_df.itertuples(index=False):
+        path = Path(str(r.run_dir)) / "betas.npy"
+        if not path.is_file():
+            continue
+        b = np.load(path).reshape(-1)
+        frames.append(pd.DataFrame({"dataset": r.dataset, "algorithm": r.algorithm, "seed": r.seed, "beta": b}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "algorithm", "seed",
+                                                                                       "beta"])
+
+
+def plot_beta_states(states: pd.DataFrame, out: str | Path) -> list[Path]:
+    """Histogram of β over dataset states per dataset: one outline per run (algorithm colour), final balance model."""
+    if states.empty:
+        return []
+    datasets = sorted(states["dataset"].unique())
+    colors = algorithm_colors(states["algorithm"].unique())
+    with plt.rc_context(PAPER_RC):
+        fig, axes = plt.subplots(1, len(datasets), figsize=(3.2 * len(datasets), 2.6), squeeze=False)
+        for ax, ds in zip(axes[0], datasets):
+            d = states[states["dataset"] == ds]
+            lo, hi = float(d["beta"].min()), float(d["beta"].max())
+            bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
+            for (alg, _seed), g in d.groupby(["algorithm", "seed"], sort=True):
+                ax.hist(g["beta"], bins=bins, histtype="step", color=colors[alg], density=True, linewidth=1.2,
+                        label=alg)
+            ax.set_title(ds)
+            ax.set_xlabel(r"$\beta$ chosen by the balance model")
+            ax.set_ylabel("density over dataset states" if ax is axes[0, 0] else "")
+        handles, labels = [], []
+        for ax in axes[0]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
+                   bbox_to_anchor=(0.5, 1.04))
+        fig.tight_layout(rect=(0, 0, 1, 0.92))
+        return save_figure(fig, out)
+
+
 def plot_beta(evals_df: pd.DataFrame, out: str | Path) -> list[Path]:
     """Histogram of each run's beta (beta_mean over its evaluations) per dataset, and per-run last-eval quantiles."""
     if evals_df.empty or not has_beta(evals_df) or "beta_mean" not in evals_df.columns:

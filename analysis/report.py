@@ -122,6 +122,13 @@ def build_report(runs_dir: str | Path, out: str | Path, published: str | None = 
         if beta:
             _say("beta histogram (FamO2O beta_* columns found)")
         written["figures"] += beta
+    states = figures.beta_states(runs_df[runs_df["status"] == "finished"] if not runs_df.empty else runs_df)
+    if not states.empty:
+        _say(f"beta over states ({states.groupby(['algorithm', 'dataset', 'seed']).ngroups} runs with betas.npy)")
+        states.groupby(["algorithm", "dataset", "seed"])["beta"].describe(percentiles=[0.1, 0.5, 0.9]).to_csv(
+            tdir / "beta_states.csv")
+        written["tables"].append(tdir / "beta_states.csv")
+        written["figures"] += figures.plot_beta_states(states, fdir / "beta_states")
     readme = write_readme(out, label, runs_dir, runs_df, written, notes, published)
     written["data"].append(readme)
     _say(f"done: index at {readme}")

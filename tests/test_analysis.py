@@ -343,6 +343,25 @@ def test_learning_curves_and_beta(collected, tmp_path):
                              tmp_path / "nobeta") == []
 
 
+def test_beta_over_states_from_betas_npy(tmp_path):
+    """Each run's betas.npy becomes a per-state table and one histogram panel per dataset; runs without it skipped."""
+    rows = []
+    for ds, seed, lo in [("hopper-medium", 0, 1.0), ("hopper-medium", 1, 2.0), ("walker2d-medium", 0, 3.0)]:
+        d = tmp_path / f"{ds}_{seed}"
+        d.mkdir()
+        np.save(d / "betas.npy", np.linspace(lo, lo + 1.0, 101).astype(np.float32))
+        rows.append({"dataset": ds, "algorithm": "FamO2O", "seed": seed, "run_dir": str(d)})
+    (tmp_path / "iql").mkdir()
+    rows.append({"dataset": "hopper-medium", "algorithm": "IQL", "seed": 0, "run_dir": str(tmp_path / "iql")})
+    states = figures.beta_states(pd.DataFrame(rows))
+    assert len(states) == 3 * 101 and set(states["algorithm"]) == {"FamO2O"}
+    med = states.groupby(["dataset", "seed"])["beta"].median()
+    assert med[("hopper-medium", 1)] == pytest.approx(2.5) and med[("walker2d-medium", 0)] == pytest.approx(3.5)
+    paths = figures.plot_beta_states(states, tmp_path / "beta_states")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    assert figures.plot_beta_states(figures.beta_states(pd.DataFrame(rows[-1:])), tmp_path / "none") == []
+
+
 def test_report_cli_produces_files(runs_root, tmp_path):
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "analysis.report", str(runs_root), "--out", str(out), "--published", "corl_*",
