@@ -102,6 +102,7 @@ from o2o.training import (  # noqa: E402
     config_dict,
     pick_device,
     rng_state,
+    run_recorded,
     set_rng_state,
     set_seed,
     torch_policy,
@@ -511,13 +512,10 @@ def prepare_data(cfg: FamO2OConfig, ds: Dataset, device: torch.device) -> Prepar
     return Prepared(buffer, len(ds), norm, rt, kind, torch.as_tensor(obs[idx], device=device))
 
 
-_FIELDS = ("obs", "act", "rew", "next_obs", "done")
-
-
 def buffer_state(buf: ReplayBuffer, n_data: int, env_steps: int) -> dict[str, Any]:
     """The online transitions while the ring has not wrapped (the dataset is reloaded on resume), else everything."""
     if n_data + env_steps <= buf.capacity:
-        return {"online": {k: getattr(buf, k)[n_data:n_data + env_steps].cpu().clone() for k in _FIELDS}}
+        return {"online": buf.rows_since(n_data)}
     return {"full": buf.state_dict()}
 
 
@@ -525,8 +523,8 @@ def load_buffer_state(buf: ReplayBuffer, state: dict[str, Any]) -> None:
     """Restore what buffer_state() saved into a buffer that holds the dataset."""
     if "full" in state:
         buf.load_state_dict(state["full"])
-    elif len(state["online"]["rew"]):
-        buf.add(*(state["online"][k].numpy() for k in _FIELDS))
+    else:
+        buf.add_rows(state["online"])
 
 
 def beta_summary(betas: torch.Tensor) -> dict[str, float]:
@@ -659,8 +657,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --base must be one of {', '.join(BASES)}, not {base!r}", file=sys.stderr)
         return 2
     cfg = parse_config(FamO2OConfig, lambda spec: presets(spec, base), argv=args, description=__doc__)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     name = algorithm_name(cfg.base)
     cfg = dataclasses.replace(cfg, out=default_out(name, cfg))
     if cfg.resume and is_finished(cfg.out):
@@ -668,16 +664,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     recorder = RunRecorder(cfg.out, name, cfg.dataset, cfg.seed, config_dict(cfg), budget=cfg.budget,
                            resume=cfg.resume)
-    try:
-        set_seed(cfg.seed)
-        res = run(cfg, recorder, load_dataset(cfg.dataset, env_id=cfg.env))
-    except DivergenceError as e:
-        print(f"[{name}] diverged: {e}", file=sys.stderr, flush=True)
-        recorder.finish("diverged", f"diverged: {e}")
+    set_seed(cfg.seed)
+    ok, res = run_recorded(name, recorder, lambda: run(cfg, recorder, load_dataset(cfg.dataset, env_id=cfg.env)),
+                           cfg.threads)
+    if not ok:
         return 3
-    except BaseException as e:
-        recorder.finish("failed", f"{type(e).__name__}: {e}")
-        raise
     scores, succ = res["train_scores"], res["successes"]
     recorder.extra.update(updates_per_s=round(res["updates_per_s"], 1), online_episodes=len(scores),
                           train_score_last10=float(np.mean(scores[-10:])) if scores else None)

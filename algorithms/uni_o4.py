@@ -91,6 +91,7 @@ from o2o.training import (  # noqa: E402
     config_dict,
     pick_device,
     rng_state,
+    run_recorded,
     set_rng_state,
     set_seed,
     torch_policy,
@@ -1233,17 +1234,9 @@ def train(cfg: UniO4Config) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, out=default_out(ALGORITHM, cfg))
     out = Path(cfg.out)
     recorder = RunRecorder(out, ALGORITHM, cfg.dataset, cfg.seed, config_dict(cfg), cfg.budget, resume=cfg.resume)
-    try:
-        _train(cfg, out, recorder)
-    except DivergenceError as e:
-        msg = f"diverged: {e}"
-        print(f"[{ALGORITHM}] {msg}", flush=True)
-        recorder.finish("diverged", msg)
-        return recorder.summary()
-    except BaseException as e:
-        recorder.finish("failed", f"{type(e).__name__}: {e}")
-        raise
-    recorder.finish("finished")
+    ok, _ = run_recorded(ALGORITHM, recorder, lambda: _train(cfg, out, recorder))
+    if ok:
+        recorder.finish("finished")
     return recorder.summary()
 
 

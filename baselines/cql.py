@@ -50,13 +50,13 @@ from o2o.records import RunRecorder
 from o2o.registry import DatasetSpec
 from o2o.training import (
     Checkpointer,
-    DivergenceError,
     Evaluator,
     MetricLog,
     check_finite,
     config_dict,
     pick_device,
     rng_state,
+    run_recorded,
     set_rng_state,
     set_seed,
     torch_policy,
@@ -505,21 +505,9 @@ def train(cfg: CQLConfig) -> dict[str, Any]:
     out = Path(default_out(ALGORITHM, cfg))
     recorder = RunRecorder(out, ALGORITHM, cfg.dataset, cfg.seed, config_dict(cfg), budget=cfg.budget,
                            resume=cfg.resume)
-    threads = torch.get_num_threads()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    try:
-        _train(cfg, out, recorder)
-    except DivergenceError as e:
-        print(f"[{ALGORITHM}] diverged: {e}", file=sys.stderr, flush=True)
-        recorder.finish("diverged", error=f"diverged: {e}")
-        return recorder.summary()
-    except BaseException as e:
-        recorder.finish("failed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        torch.set_num_threads(threads)
-    recorder.finish("finished")
+    ok, _ = run_recorded(ALGORITHM, recorder, lambda: _train(cfg, out, recorder), cfg.threads)
+    if ok:
+        recorder.finish("finished")
     return recorder.summary()
 
 
@@ -560,8 +548,7 @@ def _train(cfg: CQLConfig, out: Path, recorder: RunRecorder) -> None:
             evaluator.index = int(state["eval_index"])
             evaluator.history = [float(x) for x in state["eval_history"].tolist()]
             if "online_buffer" in state:
-                ob = state["online_buffer"]
-                buffer.add(*(ob[k].numpy() for k in ("obs", "act", "rew", "next_obs", "done")))
+                buffer.add_rows(state["online_buffer"])
             o = state["online"]
             online = OnlineState(int(o["env_steps"]), int(o["episodes"]),
                                  o["successes"].tolist() if spec.has_success else None)
@@ -578,9 +565,7 @@ def _train(cfg: CQLConfig, out: Path, recorder: RunRecorder) -> None:
                  "online": {"env_steps": online.env_steps, "episodes": online.episodes,
                             "successes": torch.tensor(online.successes or [], dtype=torch.float64)}}
         if buffer.size > n_data:
-            sl = slice(n_data, buffer.size)
-            state["online_buffer"] = {k: getattr(buffer, k)[sl].cpu().clone() for k in ("obs", "act", "rew", "next_obs",
-                                                                                  "done")}
+            state["online_buffer"] = buffer.rows_since(n_data)
         ckpt.save(state)
 
     policy = torch_policy(agent.actor.act, device)

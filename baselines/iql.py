@@ -48,6 +48,7 @@ from o2o.training import (
     config_dict,
     pick_device,
     rng_state,
+    run_recorded,
     set_rng_state,
     set_seed,
     torch_policy,
@@ -300,22 +301,9 @@ def train(cfg: IQLConfig) -> dict[str, Any]:
     cfg = resolve_config(cfg)
     out = Path(default_out(ALGORITHM, cfg))
     recorder = RunRecorder(out, ALGORITHM, cfg.dataset, cfg.seed, config_dict(cfg), cfg.budget, resume=cfg.resume)
-    threads = torch.get_num_threads()
-    try:
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
-        _train(cfg, out, recorder)
-    except DivergenceError as e:
-        msg = f"diverged: {e}"
-        print(f"[{ALGORITHM}] {msg}", flush=True)
-        recorder.finish("diverged", msg)
-        return recorder.summary()
-    except BaseException as e:
-        recorder.finish("failed", f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        torch.set_num_threads(threads)
-    recorder.finish("finished")
+    ok, _ = run_recorded(ALGORITHM, recorder, lambda: _train(cfg, out, recorder), cfg.threads)
+    if ok:
+        recorder.finish("finished")
     return recorder.summary()
 
 
@@ -347,9 +335,7 @@ def _train(cfg: IQLConfig, out: Path, recorder: RunRecorder) -> None:
         agent.load_state_dict(state["agent"])
         step, env_steps = int(state["step"]), int(state["env_steps"])
         successes, train_scores = list(state["successes"]), list(state["train_scores"])
-        online = state["online_buffer"]
-        if env_steps:
-            buffer.add(*(online[k].numpy() for k in ("obs", "act", "rew", "next_obs", "done")))
+        buffer.add_rows(state["online_buffer"])
         set_rng_state(state["rng"])
         print(f"[{ALGORITHM}] resumed from {ckpt.path} at step {step} ({env_steps} env steps)", flush=True)
     else:
@@ -361,12 +347,10 @@ def _train(cfg: IQLConfig, out: Path, recorder: RunRecorder) -> None:
     metrics.reset_clock(step)
 
     def save() -> None:
-        n = buffer.size
         ckpt.save({
             "agent": agent.state_dict(), "step": step, "env_steps": env_steps, "successes": successes,
             "train_scores": train_scores, "rng": rng_state(), "config": config_dict(cfg),
-            "online_buffer": {k: getattr(buffer, k)[n_data:n].cpu().clone()
-                              for k in ("obs", "act", "rew", "next_obs", "done")},
+            "online_buffer": buffer.rows_since(n_data),
         })
 
     eval_time = [0.0]  # seconds spent evaluating (kept out of the updates/s figure)

@@ -55,6 +55,7 @@ from o2o.training import (  # noqa: E402
     MetricLog,
     config_dict,
     rng_state,
+    run_recorded,
     set_rng_state,
     set_seed,
 )
@@ -593,15 +594,10 @@ def main(argv: list[str] | None = None) -> int:
     actor.to(device)
     critic.to(device)
     ck = Checkpointer(cfg.out)
-    try:
-        res = run_ppo(cfg, spec, actor, critic, recorder=recorder, evaluator=evaluator, checkpointer=ck)
-    except DivergenceError as e:
-        recorder.finish("diverged", str(e))
-        print(f"[{ALGORITHM}] diverged: {e}", file=sys.stderr)
-        return 0
-    except Exception as e:
-        recorder.finish("failed", f"{type(e).__name__}: {e}")
-        raise
+    ok, res = run_recorded(ALGORITHM, recorder, lambda: run_ppo(cfg, spec, actor, critic, recorder=recorder,
+                                                                evaluator=evaluator, checkpointer=ck))
+    if not ok:
+        return 3  # diverged, as every algorithm file
     recorder.extra.update({"env_steps_per_s": round(res["env_steps_per_s"], 1),
                            "train_return_last": float(np.mean(res["episode_returns"][-10:]))
                            if res["episode_returns"] else None})

@@ -7,6 +7,8 @@ import torch
 
 from o2o.data import Dataset
 
+FIELDS = ("obs", "act", "rew", "next_obs", "done")  # a transition's tensors, in add()'s order
+
 
 class ReplayBuffer:
     """Transitions (s, a, r, s', done) as device tensors; uniform sampling with torch.randint on the device."""
@@ -44,6 +46,18 @@ class ReplayBuffer:
         """A uniform batch (s, a, r, s', done) of device tensors."""
         idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
         return self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.done[idx]
+
+    def rows_since(self, start: int) -> dict[str, torch.Tensor]:
+        """Rows start..size-1 as CPU copies (e.g. the online transitions past the dataset, for a checkpoint).
+
+        Copies, not slices: torch.save of a slice would write the whole underlying storage.
+        """
+        return {k: getattr(self, k)[start:self.size].cpu().clone() for k in FIELDS}
+
+    def add_rows(self, rows: dict[str, torch.Tensor]) -> None:
+        """Append rows saved by rows_since (nothing when they are empty)."""
+        if len(rows["rew"]):
+            self.add(*(rows[k].numpy() for k in FIELDS))
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """Everything needed to resume (weights_only-loadable)."""

@@ -24,6 +24,28 @@ class DivergenceError(RuntimeError):
     """A loss or metric became NaN or inf: the run stops and its record says it diverged."""
 
 
+def run_recorded(name: str, recorder: RunRecorder, body: Callable[[], Any], threads: int = 0) -> tuple[bool, Any]:
+    """Run body() under its record: (True, result), or (False, None) after a DivergenceError recorded as 'diverged'.
+
+    Any other exception is recorded as 'failed' and re-raised. threads > 0 sets torch's CPU threads meanwhile.
+    The caller finishes the record ('finished') after adding what it wants to the summary.
+    """
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        return True, body()
+    except DivergenceError as e:
+        print(f"[{name}] diverged: {e}", flush=True)
+        recorder.finish("diverged", f"diverged: {e}")
+        return False, None
+    except BaseException as e:
+        recorder.finish("failed", f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        torch.set_num_threads(previous)
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""
     random.seed(seed)

@@ -93,6 +93,20 @@ def test_replay_buffer_ring_and_state():
     assert torch.equal(other.rew, buf.rew) and other.ptr == buf.ptr
 
 
+def test_replay_buffer_rows_since_are_small_copies():
+    """Checkpoint rows past the dataset are copies (a slice would save the whole ring) and append back in order."""
+    buf = ReplayBuffer(2, 1, capacity=1000)
+    buf.add(np.zeros((10, 2)), np.zeros((10, 1)), np.arange(10), np.zeros((10, 2)), np.zeros(10))
+    rows = buf.rows_since(7)
+    assert rows["rew"].tolist() == [7, 8, 9] and rows["obs"].shape == (3, 2)
+    assert rows["obs"].untyped_storage().nbytes() == 3 * 2 * 4  # not the 1000-row storage
+    other = ReplayBuffer(2, 1, capacity=1000)
+    other.add(np.zeros((7, 2)), np.zeros((7, 1)), np.arange(7), np.zeros((7, 2)), np.zeros(7))
+    other.add_rows(rows)
+    other.add_rows(buf.rows_since(10))  # nothing past the end: a no-op
+    assert other.size == 10 and torch.equal(other.rew[:10], buf.rew[:10])
+
+
 def test_run_records_contract(tmp_path):
     rec = RunRecorder(tmp_path, "iql", "hopper-medium-v2", 1, {"lr": 3e-4}, budget="smoke")
     rec.log_eval(1000, "offline", 0, 40.0, 1300.0, 10.0)

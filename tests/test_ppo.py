@@ -164,7 +164,7 @@ def test_resume_continues_from_checkpoint(tmp_path):
 def test_divergence_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(ppo, "ppo_loss", lambda new, old, adv, clip: (new * float("nan")).mean())
     out = tmp_path / "run"
-    assert ppo.main([*SMALL, "--out", str(out), "--total-steps", "1024"]) == 0
+    assert ppo.main([*SMALL, "--out", str(out), "--total-steps", "1024"]) == 3  # the exit status of a divergence
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged"
     assert "NaN" in summary["error"]
