@@ -109,7 +109,7 @@ class CQLConfig(RunConfig):
     cql_clip_diff_max: float = math.inf
     normalize_obs: bool = True  # z-score observations with dataset statistics (AntMaze: off)
     reward_kind: str = "none"  # o2o.transforms.reward_transform: none | locomotion | cql_antmaze | ...
-    threads: int = 0  # torch CPU threads (0: leave torch's default)
+    threads: int = 1  # torch.set_num_threads (0 = torch's default); 1 as every algorithm file: parallel sweeps
 
 
 # Per-domain presets. Sources: CORL configs/offline/cql/<env>/*.yaml and configs/finetune/cql/<env>/*.yaml
