@@ -162,6 +162,7 @@ class UniO4Config(RunConfig):
     clip_ratio: float = 0.25  # --clip_ratio
     clip_decay_steps: int = 200  # ε decays linearly only for the first 200 steps, then stays (main.py)
     entropy_weight: float = 0.0  # --entropy_weight
+    q_action_clip: bool = False  # advantage at clip(a, ±1), the action the env executes (official: at the raw sample)
     grad_clip: float = 0.5  # per member
     ope_every: int = 100  # --eval_step: AM-Q query interval (steps)
     ope_horizon: int = steps(1000, 10)  # --rollout_step
@@ -910,7 +911,8 @@ class Improver:
                 a = a.clamp(-(1.0 - 1e-5), 1.0 - 1e-5)
             logp_old = old.log_prob(a).sum(-1)
             s_rep = obs.unsqueeze(0).expand(n, b, -1).reshape(n * b, -1)
-            raw_adv = self.critic.advantage(s_rep, a.reshape(n * b, -1)).view(n, b)
+            q_a = a.clamp(-1.0, 1.0) if self.cfg.q_action_clip else a  # Q never saw |a| > 1 in the data
+            raw_adv = self.critic.advantage(s_rep, q_a.reshape(n * b, -1)).view(n, b)
             adv = normalize_advantage(raw_adv, self.cfg.omega if self.critic.method == "mc_sarsa" else None)
         new = self.pi.dist(obs)
         logp = new.log_prob(a).sum(-1)
@@ -924,6 +926,7 @@ class Improver:
             return {"improve_loss": loss.detach().mean(), "ratio": logr.exp().mean(),
                     "clipfrac": ((logr.exp() - 1).abs() > eps).float().mean(),
                     "approx_kl": ((logr.exp() - 1) - logr).mean(), "adv_raw": raw_adv.mean(),
+                    "out_of_range": (a.abs() > 1.0).float().mean(),  # sampled actions outside the action box
                     "grad_norm": gn.mean(), "lr": torch.tensor(lr, device=obs.device),
                     "clip": torch.tensor(eps, device=obs.device)}
 
@@ -951,7 +954,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "bc": ("bc_positive_return_only", "n_policies", "bc_steps", "bc_batch", "bc_lr", "pi_hidden", "pi_depth",
            "pi_activation", "bc_alpha", "bc_disagreement", "bc_kl_cap"),
     "improve": ("improve_steps", "improve_batch", "improve_lr", "clip_ratio", "clip_decay_steps", "entropy_weight",
-                "grad_clip", "ope_every", "ope_horizon", "ope_batch", "final_policy"),
+                "grad_clip", "ope_every", "ope_horizon", "ope_batch", "final_policy", "q_action_clip"),
 }
 STAGE_DEPENDS = {"critic": ("data", "critic"), "dynamics": ("data", "dynamics"), "bc": ("data", "bc"),
                  "improve": ("data", "critic", "dynamics", "bc", "improve")}

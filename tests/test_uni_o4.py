@@ -394,3 +394,25 @@ def test_nan_loss_ends_the_run_as_diverged(tmp_path, hopper_file, monkeypatch):
     assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "diverged"
     assert U.main(["--dataset", hopper_file, "--env", "Hopper-v5", "--out", str(tmp_path / "nan2"),
                    "--budget", "smoke", "--online-steps", "0", "--q-hidden", "16", "--critic-steps", "20"]) == 3
+
+
+class _RecordingCritic(_QuadraticCritic):
+    """The quadratic critic, remembering the actions it was asked about."""
+
+    def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        self.seen = act.clone()
+        return super().advantage(obs, act)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_q_action_clip_scores_the_executed_action(clip):
+    """q_action_clip: the advantage is taken at clip(a, ±1), the ratio still at the sampled a; off (official): raw a."""
+    torch.manual_seed(0)
+    cfg = U.UniO4Config(q_action_clip=clip)
+    pol = _ensemble(n=2)
+    critic = _RecordingCritic(torch.tensor([0.9, 0.9]))
+    imp = U.Improver(pol, critic, cfg)
+    m = imp.update(20.0 * torch.randn(512, 3), 0)  # large states saturate the tanh mean near ±1
+    outside = float(m["out_of_range"])
+    assert 0.05 < outside < 0.95  # samples around a mean near ±1 leave the box
+    assert (critic.seen.abs().max() <= 1.0) == clip
