@@ -65,6 +65,18 @@ def _grid(n: int, ncols: int = 4, size: tuple[float, float] = (2.6, 2.0)) -> tup
     return fig, axes
 
 
+def _figure_legend(fig: plt.Figure, axes: Sequence, top: float) -> None:
+    """One legend above the figure with each label of `axes` once."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
+               bbox_to_anchor=(0.5, top))
+
+
 def plot_aggregate(metrics_df: pd.DataFrame, out: str | Path, title: str = "") -> list[Path]:
     """Interval plot (rliable style) of median, IQM, mean and optimality gap with 95% CIs per algorithm."""
     if metrics_df.empty:
@@ -203,14 +215,7 @@ def plot_learning_curves(evals_df: pd.DataFrame, out: str | Path, reps: int = 50
             ax.set_xlabel("Step (offline, then online)")
         for ax in axes[:, 0]:
             ax.set_ylabel("Normalized score (IQM)")
-        handles, labels = [], []
-        for ax in axes.flat:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
-                   bbox_to_anchor=(0.5, 1.02))
+        _figure_legend(fig, axes.flat, 1.02)
         fig.tight_layout(rect=(0, 0, 1, 0.95))
         return save_figure(fig, out)
 
@@ -254,14 +259,7 @@ def plot_beta_states(states: pd.DataFrame, out: str | Path) -> list[Path]:
             ax.set_title(ds)
             ax.set_xlabel(r"$\beta$ chosen by the balance model")
             ax.set_ylabel("density over dataset states" if ax is axes[0, 0] else "")
-        handles, labels = [], []
-        for ax in axes[0]:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
-                   bbox_to_anchor=(0.5, 1.04))
+        _figure_legend(fig, axes[0], 1.04)
         fig.tight_layout(rect=(0, 0, 1, 0.92))
         return save_figure(fig, out)
 
@@ -303,14 +301,7 @@ def plot_beta(evals_df: pd.DataFrame, out: str | Path) -> list[Path]:
             ax2.set_yticklabels([f"{r.algorithm} s{r.seed}" for r in last.itertuples(index=False)])
             ax2.set_xlabel(r"$\beta$ at the last evaluation")
             ax2.grid(axis="y", visible=False)
-        handles, labels = [], []
-        for ax in axes[0]:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
-                   bbox_to_anchor=(0.5, 1.02))
+        _figure_legend(fig, axes[0], 1.02)
         fig.text(0.5, 0.0, r"Bottom: one row per run; bar = $\beta$ q10–q90 over states, | = median, dot = mean.",
                  ha="center", fontsize=8)
         fig.tight_layout(rect=(0, 0.03, 1, 0.95))
