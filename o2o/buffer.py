@@ -61,13 +61,11 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """Everything needed to resume (weights_only-loadable)."""
-        return {"obs": self.obs[: self.size].cpu().clone(), "act": self.act[: self.size].cpu().clone(),
-                "rew": self.rew[: self.size].cpu().clone(), "next_obs": self.next_obs[: self.size].cpu().clone(),
-                "done": self.done[: self.size].cpu().clone(), "ptr": self.ptr, "size": self.size}
+        return {**self.rows_since(0), "ptr": self.ptr, "size": self.size}
 
     def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
         """Restore a state_dict() into this buffer."""
         n = int(state["size"])
-        for name in ("obs", "act", "rew", "next_obs", "done"):
+        for name in FIELDS:
             getattr(self, name)[:n] = state[name].to(self.device)  # type: ignore[union-attr]
         self.size, self.ptr = n, int(state["ptr"])

@@ -60,7 +60,7 @@ def _reset(env: Any, ds: Dataset, seed: int) -> None:
     if ds.spec.domain == "antmaze":
         from o2o.domains import antmaze
 
-        env.reset(seed=seed, options={"goal": antmaze.goal_and_start(antmaze.maze_key(ds.spec.name))[0]})
+        env.reset(seed=seed, options={"goal": antmaze.goal_and_start(ds.spec.name)[0]})
     else:
         env.reset(seed=seed)
 

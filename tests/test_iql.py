@@ -18,16 +18,6 @@ from baselines.common import DeterministicActor, GaussianActor, TwinQ
 from o2o.cli import parse_config
 from o2o.records import EVAL_COLUMNS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (the machine is shared; the tiny nets gain nothing from more)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = ["--hidden-dim", "32", "--batch-size", "64", "--eval-episodes", "1", "--device", "cpu", "--budget", "smoke"]
 
 
