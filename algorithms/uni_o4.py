@@ -1028,7 +1028,9 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 # ======================================================================================================================
 # Training: the stages in order
 # ======================================================================================================================
-def fit_critic(cfg: UniO4Config, data: OfflineData, device: torch.device, out: Path) -> ValueLearner:
+def fit_critic(cfg: UniO4Config, data: OfflineData, device: torch.device, out: Path,
+               on_flush: Callable[[int, ValueLearner], None] | None = None) -> ValueLearner:
+    """Stage 1; `on_flush(step, critic)` runs at every metric flush (diagnostics that watch the critic learn)."""
     seed = stage_seed(cfg.seed, "critic")
     set_seed(seed)
     critic = ValueLearner(cfg, data.obs.shape[1], data.act.shape[1]).to(device)
@@ -1038,7 +1040,15 @@ def fit_critic(cfg: UniO4Config, data: OfflineData, device: torch.device, out: P
         log.add(critic.update(data, sample_index(len(data), cfg.critic_batch, gen, device)))
         if (t + 1) % cfg.log_every == 0 or t + 1 == cfg.critic_steps:
             log.flush(t + 1)
+            if on_flush is not None:
+                on_flush(t + 1, critic)
     return critic
+
+
+def critic_state(critic: ValueLearner, cfg: UniO4Config) -> dict[str, Any]:
+    """What the critic stage caches."""
+    return {"q": critic.q.state_dict(), "v": critic.v.state_dict(),
+            "fields": json.dumps(stage_fields(cfg, "critic"), default=str)}
 
 
 def fit_dynamics(cfg: UniO4Config, data: OfflineData, device: torch.device, out: Path
@@ -1270,8 +1280,7 @@ def _train(cfg: UniO4Config, out: Path, recorder: RunRecorder) -> None:
     st = cache.load(keys["critic"], device)
     if st is None:
         critic = fit_critic(cfg, data, device, out)
-        cache.save(keys["critic"], {"q": critic.q.state_dict(), "v": critic.v.state_dict(),
-                                    "fields": json.dumps(stage_fields(cfg, "critic"), default=str)})
+        cache.save(keys["critic"], critic_state(critic, cfg))
     else:
         critic.q.load_state_dict(st["q"])
         critic.v.load_state_dict(st["v"])

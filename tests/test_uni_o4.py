@@ -312,6 +312,27 @@ def test_smoke_run_end_to_end_and_cache_reuse(tmp_path, hopper_file):
     assert [r["phase"] for r in _rows(out)] == ["offline"] * 9
 
 
+def test_fit_critic_hook_and_a_critic_cached_from_outside_is_reused(tmp_path, hopper_file):
+    """results/uni_o4/advantage_check.py curve watches fit_critic through on_flush and caches its critic for train()."""
+    from o2o.data import load_file
+
+    out = tmp_path / "run"
+    cfg = U.UniO4Config(dataset=hopper_file, env="Hopper-v5", out=str(out), budget="smoke",
+                        **{**TINY, "online_steps": 0})
+    data = U.prepare_data(load_file(hopper_file, env_id="Hopper-v5"), cfg, torch.device("cpu"))
+    out.mkdir()
+    seen = []
+    critic = U.fit_critic(cfg, data, torch.device("cpu"), out, on_flush=lambda t, c: seen.append((t, c)))
+    assert [t for t, _ in seen] == [20, 40, 60] and all(c is critic for _, c in seen)
+    key = U.stage_keys(cfg)["critic"]
+    U.StageCache(out / "cache").save(key, U.critic_state(critic, cfg))
+    summary = U.train(cfg)
+    assert summary["status"] == "finished", summary["error"]
+    assert key in summary["extra"]["cache_hits"]
+    other = dataclasses.replace(cfg, q_lr=3e-4)  # another critic setting is not served this one
+    assert U.stage_keys(other)["critic"] != key
+
+
 def test_command_line_help_and_presets(capsys):
     with pytest.raises(SystemExit):
         U.main(["--help"])
