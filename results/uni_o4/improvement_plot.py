@@ -20,7 +20,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from analysis.figures import PAPER_RC, _figure_legend, _grid, algorithm_colors, plt, save_figure  # noqa: E402
+from analysis.figures import PAPER_RC, _grid, algorithm_colors, plt, save_figure  # noqa: E402
 
 
 def member_curve(run: Path) -> pd.DataFrame:
@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             ax.set_title(ds)
             ax.set_xlabel("improvement step (0 = BC)")
             ax.set_ylabel("normalized score")
-        _figure_legend(fig, list(axes.flat), top=1.12)
+        handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
+        fig.legend(handles, [h.get_label() for h in handles], loc="upper center", ncol=min(3, len(handles)),
+                   frameon=False, bbox_to_anchor=(0.5, 1.03 + 0.07 * ((len(handles) + 2) // 3)))
         for path in save_figure(fig, args.out):
             print(path)
     return 0
