@@ -437,3 +437,38 @@ def test_q_action_clip_scores_the_executed_action(clip):
     outside = float(m["out_of_range"])
     assert 0.05 < outside < 0.95  # samples around a mean near ±1 leave the box
     assert (critic.seen.abs().max() <= 1.0) == clip
+
+
+def _advantage_check_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "results" / "uni_o4" / "advantage_check.py"
+    spec = importlib.util.spec_from_file_location("advantage_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _TableCritic:
+    """advantage(obs, acts) = a fixed table (per-state offset + within-state values), as the check reads it."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = torch.as_tensor(values.reshape(-1), dtype=torch.float32)
+
+    def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.values
+
+
+def test_advantage_check_scores_within_state_ranking():
+    A = _advantage_check_module()
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(20, 8)) + 100.0 * rng.normal(size=(20, 1))  # large per-state offsets
+    obs, acts = torch.zeros(160, 3), torch.zeros(160, 2)
+    offset = 50.0 * rng.normal(size=(20, 1))  # the critic's own per-state error must not matter
+    good = A.score(_TableCritic(true + offset), obs, acts, true)
+    assert good["within_state_spearman_mean"] == pytest.approx(1.0)
+    assert good["true_gain_critic_argmax"] == pytest.approx(good["true_gain_best_action"])
+    bad = A.score(_TableCritic(-true), obs, acts, true)
+    assert bad["within_state_spearman_mean"] == pytest.approx(-1.0) and bad["true_gain_critic_argmax"] < 0
+    noise = A.score(_TableCritic(rng.normal(size=(20, 8)) + offset), obs, acts, true)
+    assert abs(noise["within_state_spearman_mean"]) < 0.3 and noise["within_share_of_critic_adv_variance"] < 0.5
