@@ -42,9 +42,10 @@ Differences from the official code, on purpose (each is also noted where it happ
   loaded policy, which changes its σ at the hand-over. The official `dynamic` reward scaling path cannot run
   (`reward_normalize` returns None), so presets use fixed reward scales (see PRESETS).
 
-Measured caveat (results/uni_o4/): AM-Q ranks unrelated policies well (Spearman 0.8–0.9 on hopper) but rates the
-policies the gated improvement produces above the BC members they came from, though they are worse: it averages
-the same critic the improvement climbs. With short critic training the improvement lowered real scores.
+Measured (results/uni_o4/README.md, reduced CPU budgets): on a generated halfcheetah-medium dataset the improvement
+lifts every BC member (3 seeds, +5.5 to +6.0 normalized); on hopper it lowered them, and there the critic does not
+order the actions the improvement samples (results/uni_o4/advantage_check.py). AM-Q ranks unrelated policies well
+(Spearman 0.8–0.9 on hopper) but cannot catch such critic errors: it averages the same critic the improvement climbs.
 
 Offline `step` in evals.csv counts gradient steps: critic updates, then BC updates, then improvement updates
 (dynamics epochs are not counted). Online rows count env steps from 0 (`env_steps` likewise).
