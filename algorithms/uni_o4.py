@@ -1052,6 +1052,13 @@ def critic_state(critic: ValueLearner, cfg: UniO4Config) -> dict[str, Any]:
             "fields": json.dumps(stage_fields(cfg, "critic"), default=str)}
 
 
+def load_critic_state(critic: ValueLearner, state: dict[str, Any]) -> ValueLearner:
+    """Put a cached critic_state() into `critic`; returns it."""
+    critic.q.load_state_dict(state["q"])
+    critic.v.load_state_dict(state["v"])
+    return critic
+
+
 def fit_dynamics(cfg: UniO4Config, data: OfflineData, device: torch.device, out: Path
                  ) -> tuple[DynamicsEnsemble, dict[str, Any]]:
     seed = stage_seed(cfg.seed, "dynamics")
@@ -1283,8 +1290,7 @@ def _train(cfg: UniO4Config, out: Path, recorder: RunRecorder) -> None:
         critic = fit_critic(cfg, data, device, out)
         cache.save(keys["critic"], critic_state(critic, cfg))
     else:
-        critic.q.load_state_dict(st["q"])
-        critic.v.load_state_dict(st["v"])
+        load_critic_state(critic, st)
     timings["critic_s"] = time.time() - t0
 
     # ---- 3. dynamics model (trained before BC as in main.py; independent of it)

@@ -40,11 +40,15 @@ from algorithms import uni_o4 as U  # noqa: E402
 from o2o.consistency import restore  # noqa: E402
 from o2o.data import load_dataset  # noqa: E402
 from o2o.envs import make_env  # noqa: E402
+from o2o.records import read_summary  # noqa: E402
 
 
 def load_run(run: Path) -> tuple[U.UniO4Config, object, U.OfflineData, U.ValueLearner, U.PolicyEnsemble]:
     """The run's config, dataset, prepared data, cached critic and cached BC ensemble."""
-    conf = json.loads((run / "summary.json").read_text())["config"]
+    summary = read_summary(run)
+    if summary is None:
+        raise SystemExit(f"{run}: no readable summary.json (not a run directory?)")
+    conf = summary["config"]
     fields = {f.name for f in dataclasses.fields(U.UniO4Config)}
     conf = {k: tuple(v) if isinstance(v, list) else v for k, v in conf.items() if k in fields}
     cfg = U.UniO4Config(**conf)
@@ -53,12 +57,10 @@ def load_run(run: Path) -> tuple[U.UniO4Config, object, U.OfflineData, U.ValueLe
     data = U.prepare_data(ds, cfg, device)
     keys, cache = U.stage_keys(cfg), U.StageCache(run / "cache")
     obs_dim, act_dim = data.obs.shape[1], data.act.shape[1]
-    critic = U.ValueLearner(cfg, obs_dim, act_dim)
     st = cache.load(keys["critic"], device)
     if st is None:
         raise SystemExit(f"{run}: no cached critic {keys['critic']} (was the run made with --cache false?)")
-    critic.q.load_state_dict(st["q"])
-    critic.v.load_state_dict(st["v"])
+    critic = U.load_critic_state(U.ValueLearner(cfg, obs_dim, act_dim), st)
     bc = U.PolicyEnsemble(cfg.n_policies, obs_dim, act_dim, cfg.pi_hidden, cfg.pi_depth, cfg.pi_activation)
     st = cache.load(keys["bc"], device)
     if st is None:
@@ -130,15 +132,19 @@ def score(critic: U.ValueLearner, obs: torch.Tensor, acts: torch.Tensor, true: n
     }
 
 
+def header(args: argparse.Namespace, cfg: U.UniO4Config) -> dict:
+    """What a result records of its inputs: the run, the sample and the critic's settings."""
+    return {"run": str(args.run), "dataset": cfg.dataset, "member": args.member, "states": args.states,
+            "actions": args.actions, "horizon": args.horizon, "seed": args.seed,
+            "critic": {k: getattr(cfg, k) for k in U.STAGE_FIELDS["critic"]}}
+
+
 def check(args: argparse.Namespace) -> dict:
     """Score a finished run's cached critic."""
     cfg, ds, data, critic, bc = load_run(args.run)
     t0 = time.time()
     obs, acts, true = true_table(cfg, ds, data, bc, args.states, args.actions, args.horizon, args.member, args.seed)
-    res = {"run": str(args.run), "dataset": cfg.dataset, "member": args.member, "states": args.states,
-           "actions": args.actions, "horizon": args.horizon, "seed": args.seed,
-           "critic": {k: getattr(cfg, k) for k in U.STAGE_FIELDS["critic"]}, **score(critic, obs, acts, true),
-           "wall_s": round(time.time() - t0)}
+    res = {**header(args, cfg), **score(critic, obs, acts, true), "wall_s": round(time.time() - t0)}
     (args.run / "advantage_check.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -156,9 +162,7 @@ def curve(args: argparse.Namespace) -> dict:
     cfg = dataclasses.replace(cfg0, out=str(args.out), log_every=args.every, **over)
     args.out.mkdir(parents=True, exist_ok=True)
     obs, acts, true = true_table(cfg, ds, data, bc, args.states, args.actions, args.horizon, args.member, args.seed)
-    res = {"run": str(args.run), "dataset": cfg.dataset, "member": args.member, "states": args.states,
-           "actions": args.actions, "horizon": args.horizon, "seed": args.seed,
-           "critic": {k: getattr(cfg, k) for k in U.STAGE_FIELDS["critic"]}, "curve": []}
+    res = {**header(args, cfg), "curve": []}
     path = args.out / "advantage_curve.json"
 
     def on_flush(step: int, critic: U.ValueLearner) -> None:

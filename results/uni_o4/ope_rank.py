@@ -118,9 +118,7 @@ def rank(args: argparse.Namespace) -> None:
     data = U.prepare_data(ds, cfg, device)
     keys, cache = U.stage_keys(cfg), U.StageCache(Path(cfg.out) / "cache")
     obs_dim, act_dim = data.obs.shape[1], data.act.shape[1]
-    critic = U.ValueLearner(cfg, obs_dim, act_dim)
-    st = cache.load(keys["critic"], device)
-    critic.q.load_state_dict(st["q"]), critic.v.load_state_dict(st["v"])
+    critic = U.load_critic_state(U.ValueLearner(cfg, obs_dim, act_dim), cache.load(keys["critic"], device))
     dyn = U.DynamicsEnsemble(obs_dim, act_dim, cfg.dyn_members, cfg.dyn_elites, cfg.dyn_hidden, cfg.dyn_weight_decay)
     dyn.load_state_dict(cache.load(keys["dynamics"], device)["model"])
 
