@@ -65,15 +65,15 @@ def _grid(n: int, ncols: int = 4, size: tuple[float, float] = (2.6, 2.0)) -> tup
     return fig, axes
 
 
-def _figure_legend(fig: plt.Figure, axes: Sequence, top: float) -> None:
-    """One legend above the figure with each label of `axes` once."""
+def _figure_legend(fig: plt.Figure, axes: Sequence, top: float, ncol: int = 6) -> None:
+    """One legend above the figure with each label of `axes` once, in at most `ncol` columns."""
     handles, labels = [], []
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), ncol), frameon=False,
                bbox_to_anchor=(0.5, top))
 
 

@@ -11,7 +11,6 @@ writes OUT_STEM.png and OUT_STEM.pdf.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from analysis.figures import PAPER_RC, _grid, algorithm_colors, plt, save_figure  # noqa: E402
+from analysis.figures import PAPER_RC, _figure_legend, _grid, algorithm_colors, plt, save_figure  # noqa: E402
+from o2o.records import read_summary  # noqa: E402
 
 
 def member_curve(run: Path) -> pd.DataFrame:
@@ -43,21 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.runs:
         path, _, label = item.partition("=")
         run = Path(path)
-        summary = json.loads((run / "summary.json").read_text())
-        runs.append((run, label or run.name, summary["dataset"], member_curve(run)))
+        summary = read_summary(run)
+        if summary is None:
+            raise SystemExit(f"{run}: no readable summary.json (not a run directory?)")
+        runs.append((label or run.name, summary["dataset"], member_curve(run)))
     print("| run | dataset | BC members | after improvement | mean change |\n|---|---|---|---|---|")
-    for _run, label, dataset, cur in runs:
+    for label, dataset, cur in runs:
         bc = cur[cur["improve_step"] == 0]["normalized_score"]
         end = cur[cur["improve_step"] == cur["improve_step"].max()]["normalized_score"]
         print(f"| {label} | {dataset} | {', '.join(f'{v:.1f}' for v in bc)} | {', '.join(f'{v:.1f}' for v in end)} "
               f"| {end.mean() - bc.mean():+.1f} |")
-    datasets = list(dict.fromkeys(d for _, _, d, _ in runs))
-    colors = dict(zip([r[1] for r in runs], plt.get_cmap("tab10").colors)) if len(runs) <= 10 else \
-        algorithm_colors([r[1] for r in runs])
+    datasets = list(dict.fromkeys(d for _, d, _ in runs))
+    colors = dict(zip([r[0] for r in runs], plt.get_cmap("tab10").colors)) if len(runs) <= 10 else \
+        algorithm_colors([r[0] for r in runs])
     with plt.rc_context(PAPER_RC):
         fig, axes = _grid(len(datasets), ncols=len(datasets), size=(3.2, 2.4))
         for ax, ds in zip(axes.flat, datasets):
-            for _run, label, dataset, cur in runs:
+            for label, dataset, cur in runs:
                 if dataset != ds:
                     continue
                 g = cur.groupby("improve_step")["normalized_score"]
@@ -67,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             ax.set_title(ds)
             ax.set_xlabel("improvement step (0 = BC)")
             ax.set_ylabel("normalized score")
-        handles = [h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]]
-        fig.legend(handles, [h.get_label() for h in handles], loc="upper center", ncol=min(3, len(handles)),
-                   frameon=False, bbox_to_anchor=(0.5, 1.03 + 0.07 * ((len(handles) + 2) // 3)))
+        _figure_legend(fig, axes.flat, top=1.03 + 0.07 * ((len(runs) + 2) // 3), ncol=3)
         for path in save_figure(fig, args.out):
             print(path)
     return 0
