@@ -1,7 +1,8 @@
 """IQL: Implicit Q-Learning (Kostrikov, Nair & Levine, ICLR 2022, arXiv 2110.06169), offline and offline-to-online.
 
 Reference implementation: CORL (corl-team/CORL, algorithms/offline/iql.py and algorithms/finetune/iql.py, configs/),
-reimplemented in one file. Three losses (paper §4):
+reimplemented on the project's engine (o2o/loop.py: data, protocol, evaluation, records, S seeds per process).
+Three losses (paper §4), each seed's own mean:
   L_V(ψ) = E_(s,a)~D [ L₂^τ(Q_θ̂(s,a) − V_ψ(s)) ],   L₂^τ(u) = |τ − 1(u < 0)| u²     (expectile value regression)
   L_Q(θ) = E_(s,a,s')~D [ (r + γ (1 − d) V_ψ(s') − Q_θ(s,a))² ]                        (for each of the twin Qs)
   L_π(φ) = −E_(s,a)~D [ min(exp(β (Q_θ̂(s,a) − V_ψ(s))), 100) · log π_φ(a|s) ]          (AWR policy extraction)
@@ -9,6 +10,7 @@ with Q_θ̂ the Polyak-averaged target of min(Q₁, Q₂).
 
 Usage:
   python baselines/iql.py --dataset antmaze-umaze-v2 --seed 0 --out DIR --budget smoke|short|full --device cpu
+  python baselines/iql.py --dataset hopper-medium-v2 --seeds 0,1,2,3,4      # five seeds in one process
   python baselines/iql.py --dataset hopper-medium-v2 --finetune true      # CORL's finetune protocol (1M + 1M)
   python baselines/iql.py --dataset data.hdf5 --env Hopper-v5 --online-steps 100000 --resume true
 Every config field is a flag (`--help` lists them with their defaults). Exit status: 0 finished, 3 diverged, 1 failed.
@@ -16,44 +18,25 @@ Every config field is a flag (`--help` lists them with their defaults). Exit sta
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.optim.lr_scheduler import CosineAnnealingLR
 
 if __package__ in (None, ""):  # `python baselines/iql.py` without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from baselines.common import DeterministicActor, GaussianActor, TwinQ, adam, mlp, soft_update, truncate_csv
-from o2o.buffer import ReplayBuffer
-from o2o.cli import RunConfig, apply_budget, default_out, parse_config, steps
-from o2o.data import load_dataset
-from o2o.envs import make_env
-from o2o.records import RunRecorder
-from o2o.registry import DatasetSpec, normalized_score
-from o2o.training import (
-    Checkpointer,
-    DivergenceError,
-    Evaluator,
-    MetricLog,
-    config_dict,
-    pick_device,
-    rng_state,
-    run_recorded,
-    set_rng_state,
-    set_seed,
-    torch_policy,
-)
-from o2o.transforms import ObsNormalizer, reward_transform
+from o2o import loop
+from o2o.cli import apply_budget, steps
+from o2o.loop import Algorithm, LoopConfig, Setup, Transforms
+from o2o.nets import DeterministicActor, GaussianActor, TwinQ, ValueNet, adam, mean_per_member, soft_update
+from o2o.registry import DatasetSpec
+from o2o.rng import MemberRNG, member_generators
 
 ALGORITHM = "iql"
 EXP_ADV_MAX = 100.0  # clip of exp(β·A) (CORL EXP_ADV_MAX; the IQL code clips at 100 too)
@@ -64,13 +47,12 @@ FINETUNE_ONLINE_STEPS = 1_000_000  # CORL configs/finetune/iql/*: online_iterati
 # Config and per-domain presets
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass
-class IQLConfig(RunConfig):
-    """IQL run: the shared RunConfig fields plus IQL's hyperparameters (defaults = CORL's, locomotion)."""
+class IQLConfig(LoopConfig):
+    """IQL run: the engine's fields plus IQL's hyperparameters (defaults = CORL's, locomotion)."""
 
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps offline (CORL max_timesteps / offline_iterations)
     online_steps: int = steps(0, 1000)  # env steps online, one gradient step each (0 = offline only)
     finetune: bool = False  # offline-to-online with CORL's 1M online steps (scaled by --budget) unless --online-steps
-    batch_size: int = 256  # CORL batch_size
     discount: float = 0.99  # γ (CORL discount)
     tau: float = 0.005  # Polyak rate of the target Q (CORL tau)
     expectile: float = 0.7  # τ of L₂^τ (CORL iql_tau; paper: 0.7 locomotion, 0.9 AntMaze)
@@ -88,8 +70,7 @@ class IQLConfig(RunConfig):
     noise_clip: float = 0.5  # its clip (CORL noise_clip)
     normalize_states: bool = True  # z-score observations with dataset statistics (CORL normalize)
     reward_kind: str = "auto"  # none | locomotion | antmaze | ...; auto = the domain's preset (o2o.transforms)
-    eval_every: int = steps(5000, 500)  # gradient steps between evaluations (CORL eval_freq 5000)
-    threads: int = 1  # torch.set_num_threads (0 = torch's default)
+    eval_every: int = steps(5000, 500)  # offline: gradient steps between evaluations (CORL eval_freq 5000)
 
 
 # Per-domain presets; every value names its source. Flags override them, --budget scales the step fields after them.
@@ -135,43 +116,27 @@ def resolve_config(cfg: IQLConfig) -> IQLConfig:
     return cfg
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Networks (actors and TwinQ come from baselines.common)
-# ----------------------------------------------------------------------------------------------------------------------
-class ValueFunction(nn.Module):
-    """V_ψ(s): an MLP with a scalar output, shape (B,)."""
-
-    def __init__(self, obs_dim: int, hidden_dim: int = 256, n_hidden: int = 2) -> None:
-        super().__init__()
-        self.net = mlp(obs_dim, 1, hidden_dim, n_hidden)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs).squeeze(-1)
-
-
-def make_actor(obs_dim: int, act_dim: int, cfg: IQLConfig) -> nn.Module:
-    """CORL's deterministic tanh policy or its Gaussian policy (tanh mean, state-independent log-std)."""
-    if cfg.deterministic_actor:
-        return DeterministicActor(obs_dim, act_dim, cfg.hidden_dim, cfg.n_hidden, cfg.actor_dropout)
-    return GaussianActor(obs_dim, act_dim, cfg.hidden_dim, cfg.n_hidden, cfg.actor_dropout, tanh_mean=True)
+def transforms(cfg: IQLConfig, spec: DatasetSpec) -> Transforms:
+    """State z-scoring (CORL normalize) and the domain's reward transform."""
+    kind = cfg.reward_kind if cfg.reward_kind != "auto" else PRESETS.get(spec.domain, {}).get("reward_kind", "none")
+    return Transforms(normalize_states=cfg.normalize_states, reward_kind=kind)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Losses (importable: FamO2O reuses the value and Q pieces)
+# Losses: each returns every seed's own mean, shape (S,); the optimiser steps on their sum (seeds never mix)
 # ----------------------------------------------------------------------------------------------------------------------
 def expectile_loss(u: torch.Tensor, expectile: float) -> torch.Tensor:
-    """L₂^τ averaged: mean(|τ − 1(u < 0)| · u²), with u = target − prediction."""
+    """L₂^τ averaged per seed: mean(|τ − 1(u < 0)| · u²), with u = target − prediction of shape (S, B)."""
     weight = torch.where(u < 0, 1.0 - expectile, expectile)
-    return (weight * u.square()).mean()
+    return mean_per_member(weight * u.square())
 
 
-def value_loss(value: ValueFunction, q_target: TwinQ, obs: torch.Tensor, act: torch.Tensor,
+def value_loss(value: ValueNet, q_target: TwinQ, obs: torch.Tensor, act: torch.Tensor,
                expectile: float) -> tuple[torch.Tensor, torch.Tensor]:
     """L_V: expectile regression of V(s) onto min target Q(s, a). Returns (loss, advantage Q̂ − V, detached)."""
     with torch.no_grad():
         target_q = q_target(obs, act)
-    v = value(obs)
-    adv = target_q - v
+    adv = target_q - value(obs)
     return expectile_loss(adv, expectile), adv.detach()
 
 
@@ -179,11 +144,11 @@ def q_loss(q: TwinQ, next_v: torch.Tensor, obs: torch.Tensor, act: torch.Tensor,
            done: torch.Tensor, discount: float) -> tuple[torch.Tensor, torch.Tensor]:
     """L_Q: each Q regresses r + γ (1 − d) V(s') (next_v carries no gradient); the mean over the twins, as CORL.
 
-    Returns (loss, Q₁ of the batch, detached).
+    Returns (loss (S,), Q₁ of the batch (S, B), detached).
     """
     target = rew + discount * (1.0 - done) * next_v.detach()
-    qs = q.all(obs, act)
-    return F.mse_loss(qs, target.expand_as(qs)), qs[0].detach()
+    qs = q.all(obs, act)  # (S, 2, B)
+    return mean_per_member((qs - target.unsqueeze(1)).square()), qs[:, 0].detach()
 
 
 def awr_weights(adv: torch.Tensor, beta: float, max_weight: float = EXP_ADV_MAX) -> torch.Tensor:
@@ -197,238 +162,114 @@ def awr_policy_loss(actor: nn.Module, obs: torch.Tensor, act: torch.Tensor, weig
         bc = (actor(obs) - act).square().sum(-1)
     else:
         bc = -actor.log_prob(obs, act)
-    return (weights * bc).mean()
+    return mean_per_member(weights * bc)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The update
+# The agent: S seeds' networks (PyTorch default init, as CORL) and Adam optimizers
 # ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class IQLAgent:
-    """Networks, their optimizers and the actor's lr schedule."""
+class IQL:
+    """Actor, twin Q with its target, V; one `update` is one gradient step of every seed."""
 
-    actor: nn.Module
-    q: TwinQ
-    q_target: TwinQ
-    value: ValueFunction
-    actor_opt: torch.optim.Optimizer
-    q_opt: torch.optim.Optimizer
-    v_opt: torch.optim.Optimizer
-    actor_sched: torch.optim.lr_scheduler.LRScheduler | None
+    def __init__(self, cfg: IQLConfig, setup: Setup) -> None:
+        self.cfg, seeds, dev = cfg, setup.seeds, setup.device
+        self.rng = MemberRNG(seeds, ALGORITHM, dev)
+        od, ad, h, n = setup.obs_dim, setup.act_dim, cfg.hidden_dim, cfg.n_hidden
+        actor_gens = member_generators(seeds, "iql/actor")
+        if cfg.deterministic_actor:
+            actor = DeterministicActor(od, ad, actor_gens, h, n, dropout=cfg.actor_dropout, rng=self.rng)
+        else:
+            actor = GaussianActor(od, ad, actor_gens, h, n, tanh_mean=True, dropout=cfg.actor_dropout, rng=self.rng)
+        self.actor = actor.to(dev)
+        self.q = TwinQ(od, ad, member_generators(seeds, "iql/q"), h, n).to(dev)
+        self.q_target = TwinQ(od, ad, member_generators(seeds, "iql/q"), h, n).to(dev).requires_grad_(False)
+        self.value = ValueNet(od, member_generators(seeds, "iql/value"), h, n).to(dev)
+        # CORL steps CosineAnnealingLR(T_max = offline steps) at every update, online ones too, so the actor lr reaches
+        # 0 at the end of the offline phase and climbs back along the cosine while fine-tuning; we keep that (closed
+        # form, on the device, so a compiled update needs no host value).
+        self.actor_opt = adam(self.actor.parameters(), torch.tensor(cfg.actor_lr, device=dev))
+        self.q_opt = adam(self.q.parameters(), cfg.q_lr)
+        self.v_opt = adam(self.value.parameters(), cfg.v_lr)
+        self.t_max = cfg.offline_steps or cfg.online_steps or 1
+        self.updates = torch.zeros((), dtype=torch.int64, device=dev)
+
+    def update(self, batch: tuple[torch.Tensor, ...], online: bool) -> dict[str, torch.Tensor]:
+        """One IQL gradient step on (s, a, r, s', done), in CORL's order: V, then Q, then the actor, then the target.
+
+        V(s') for the Q target and the advantage for the actor come from V before its step (as CORL).
+        """
+        cfg = self.cfg
+        obs, act, rew, next_obs, done = batch
+        with torch.no_grad():
+            next_v = self.value(next_obs)
+
+        loss_v, adv = value_loss(self.value, self.q_target, obs, act, cfg.expectile)
+        self.v_opt.zero_grad(set_to_none=True)
+        loss_v.sum().backward()
+        self.v_opt.step()
+
+        loss_q, q1 = q_loss(self.q, next_v, obs, act, rew, done, cfg.discount)
+        self.q_opt.zero_grad(set_to_none=True)
+        loss_q.sum().backward()
+        self.q_opt.step()
+        soft_update(self.q_target, self.q, cfg.tau)
+
+        weights = awr_weights(adv, cfg.beta, cfg.exp_adv_max)
+        loss_pi = awr_policy_loss(self.actor, obs, act, weights)
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss_pi.sum().backward()
+        self.actor_opt.step()
+        self.updates.add_(1)
+        if cfg.actor_cosine:  # CosineAnnealingLR's closed form: lr₀ · (1 + cos(π t / T)) / 2
+            cos = torch.cos(self.updates.to(torch.float32) * (math.pi / self.t_max))
+            self.actor_opt.param_groups[0]["lr"].copy_(cfg.actor_lr * 0.5 * (1.0 + cos))
+
+        return {"value_loss": loss_v.detach(), "q_loss": loss_q.detach(), "actor_loss": loss_pi.detach(),
+                "q1_mean": mean_per_member(q1), "adv_mean": mean_per_member(adv),
+                "weight_mean": mean_per_member(weights)}
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:
+        """Evaluation: the mean (no dropout). Online (CORL finetune): a Gaussian sample, or the tanh action plus
+        clipped Gaussian noise for the deterministic actor; clamped to [−1, 1]."""
+        if not explore:
+            self.actor.eval()
+            try:
+                return self.actor.act(obs)
+            finally:
+                self.actor.train()
+        if isinstance(self.actor, DeterministicActor):
+            a = self.actor(obs)
+            a = a + (self.rng.randn(*a.shape[1:]) * self.cfg.expl_noise).clamp(-self.cfg.noise_clip,
+                                                                                 self.cfg.noise_clip)
+        else:
+            a = self.actor.sample(obs, self.rng)
+        return a.clamp(-1.0, 1.0)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything trainable, for checkpoints."""
-        out = {k: getattr(self, k).state_dict() for k in ("actor", "q", "q_target", "value", "actor_opt", "q_opt",
-                                                           "v_opt")}
-        out["actor_sched"] = self.actor_sched.state_dict() if self.actor_sched is not None else {}
-        return out
+        """Everything trainable, for checkpoints (member axis first)."""
+        return {"actor": self.actor.state_dict(), "q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
+                "value": self.value.state_dict(), "actor_opt": self.actor_opt.state_dict(),
+                "q_opt": self.q_opt.state_dict(), "v_opt": self.v_opt.state_dict(), "rng": self.rng.state_dict(),
+                "updates": self.updates.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore state_dict()."""
-        for k in ("actor", "q", "q_target", "value", "actor_opt", "q_opt", "v_opt"):
+        for k in ("actor", "q", "q_target", "value", "actor_opt", "q_opt", "v_opt", "rng"):
             getattr(self, k).load_state_dict(state[k])
-        if self.actor_sched is not None:
-            self.actor_sched.load_state_dict(state["actor_sched"])
+        self.updates.copy_(state["updates"])
+        group = self.actor_opt.param_groups[0]  # the loaded lr tensor lives where the checkpoint was mapped
+        group["lr"] = torch.as_tensor(group["lr"], device=self.updates.device).clone()
 
 
-def make_agent(obs_dim: int, act_dim: int, cfg: IQLConfig, device: torch.device) -> IQLAgent:
-    """Fresh networks (PyTorch default init, as CORL) and Adam optimizers."""
-    actor = make_actor(obs_dim, act_dim, cfg).to(device)
-    q = TwinQ(obs_dim, act_dim, cfg.hidden_dim, cfg.n_hidden).to(device)
-    q_target = copy.deepcopy(q).requires_grad_(False)
-    value = ValueFunction(obs_dim, cfg.hidden_dim, cfg.n_hidden).to(device)
-    actor_opt = adam(actor.parameters(), cfg.actor_lr)
-    # CORL steps CosineAnnealingLR(T_max = offline steps) at every update, online ones too, so the actor lr reaches 0
-    # at the end of the offline phase and climbs back along the cosine while fine-tuning; we keep that.
-    t_max = cfg.offline_steps or cfg.online_steps or 1
-    sched = CosineAnnealingLR(actor_opt, t_max) if cfg.actor_cosine else None
-    return IQLAgent(actor, q, q_target, value, actor_opt, adam(q.parameters(), cfg.q_lr),
-                    adam(value.parameters(), cfg.v_lr), sched)
-
-
-def update(agent: IQLAgent, batch: tuple[torch.Tensor, ...], cfg: IQLConfig) -> dict[str, torch.Tensor]:
-    """One IQL gradient step on (s, a, r, s', done), in CORL's order: V, then Q, then the actor, then the target.
-
-    V(s') for the Q target and the advantage for the actor come from V before its step (as CORL). Returns detached
-    device tensors (no host sync).
-    """
-    obs, act, rew, next_obs, done = batch
-    with torch.no_grad():
-        next_v = agent.value(next_obs)
-
-    loss_v, adv = value_loss(agent.value, agent.q_target, obs, act, cfg.expectile)
-    agent.v_opt.zero_grad(set_to_none=True)
-    loss_v.backward()
-    agent.v_opt.step()
-
-    loss_q, q1 = q_loss(agent.q, next_v, obs, act, rew, done, cfg.discount)
-    agent.q_opt.zero_grad(set_to_none=True)
-    loss_q.backward()
-    agent.q_opt.step()
-    soft_update(agent.q_target, agent.q, cfg.tau)
-
-    weights = awr_weights(adv, cfg.beta, cfg.exp_adv_max)
-    loss_pi = awr_policy_loss(agent.actor, obs, act, weights)
-    agent.actor_opt.zero_grad(set_to_none=True)
-    loss_pi.backward()
-    agent.actor_opt.step()
-    if agent.actor_sched is not None:
-        agent.actor_sched.step()
-
-    return {"value_loss": loss_v.detach(), "q_loss": loss_q.detach(), "actor_loss": loss_pi.detach(),
-            "q1_mean": q1.mean(), "adv_mean": adv.mean(), "weight_mean": weights.mean()}
-
-
-@torch.no_grad()
-def explore(actor: nn.Module, obs: torch.Tensor, cfg: IQLConfig) -> torch.Tensor:
-    """Online action (CORL finetune): a sample of the Gaussian, or the tanh action plus clipped Gaussian noise."""
-    if isinstance(actor, DeterministicActor):
-        a = actor(obs)
-        a = a + (torch.randn_like(a) * cfg.expl_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
-    else:
-        a = actor.sample(obs)
-    return a.clamp(-1.0, 1.0)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Training loop: offline steps, then (optionally) online env steps with one update each
-# ----------------------------------------------------------------------------------------------------------------------
-def train(cfg: IQLConfig) -> dict[str, Any]:
-    """Train and evaluate one run; writes summary.json, evals.csv, metrics.csv and checkpoint.pt under the run dir.
-
-    Returns the run's summary (status 'finished', or 'diverged' when a loss or score became NaN/inf).
-    """
-    cfg = resolve_config(cfg)
-    out = Path(default_out(ALGORITHM, cfg))
-    recorder = RunRecorder(out, ALGORITHM, cfg.dataset, cfg.seed, config_dict(cfg), cfg.budget, resume=cfg.resume)
-    ok, _ = run_recorded(ALGORITHM, recorder, lambda: _train(cfg, out, recorder), cfg.threads)
-    if ok:
-        recorder.finish("finished")
-    return recorder.summary()
-
-
-def _train(cfg: IQLConfig, out: Path, recorder: RunRecorder) -> None:
-    device = pick_device(cfg.device)
-    set_seed(cfg.seed)
-
-    # Data: state normalisation and reward transform fitted on the dataset, applied to online data as well.
-    ds = load_dataset(cfg.dataset, env_id=cfg.env)
-    spec = ds.spec
-    norm = ObsNormalizer.fit(ds) if cfg.normalize_states else ObsNormalizer.identity(ds.obs_dim)
-    kind = cfg.reward_kind if cfg.reward_kind != "auto" else PRESETS.get(spec.domain, {}).get("reward_kind", "none")
-    rt = reward_transform(ds, kind)
-    buffer = ReplayBuffer.from_dataset(ds, norm(ds.observations), norm(ds.next_observations),
-                                       np.asarray(rt(ds.rewards), np.float32), capacity=len(ds) + cfg.online_steps,
-                                       device=device)
-    n_data = len(ds)
-    recorder.extra.update(dataset_transitions=n_data, reward_kind=kind, reward_scale=rt.scale, reward_bias=rt.bias)
-
-    agent = make_agent(ds.obs_dim, ds.act_dim, cfg, device)
-    total = cfg.offline_steps + cfg.online_steps
-    metrics = MetricLog(out / "metrics.csv", total, ALGORITHM)
-    evaluator = Evaluator(spec, recorder, cfg.seed, cfg.eval_episodes, obs_transform=norm)
-    ckpt = Checkpointer(out)
-
-    step, env_steps, successes, train_scores = 0, 0, [], []
-    state = ckpt.load("cpu") if cfg.resume else None  # modules/optimizers move it to the device
-    if state is not None:
-        agent.load_state_dict(state["agent"])
-        step, env_steps = int(state["step"]), int(state["env_steps"])
-        successes, train_scores = list(state["successes"]), list(state["train_scores"])
-        buffer.add_rows(state["online_buffer"])
-        set_rng_state(state["rng"])
-        print(f"[{ALGORITHM}] resumed from {ckpt.path} at step {step} ({env_steps} env steps)", flush=True)
-    else:
-        (out / "metrics.csv").unlink(missing_ok=True)
-    recorder.truncate_after(step)
-    truncate_csv(out / "metrics.csv", step)
-    evaluator.index = len(recorder.rows)
-    recorder.progress(step, env_steps)
-    metrics.reset_clock(step)
-
-    def save() -> None:
-        ckpt.save({
-            "agent": agent.state_dict(), "step": step, "env_steps": env_steps, "successes": successes,
-            "train_scores": train_scores, "rng": rng_state(), "config": config_dict(cfg),
-            "online_buffer": buffer.rows_since(n_data),
-        })
-
-    eval_time = [0.0]  # seconds spent evaluating (kept out of the updates/s figure)
-
-    def evaluate(phase: str) -> None:
-        t = time.time()
-        agent.actor.eval()
-        extra: dict[str, float | None] = {}
-        if phase == "online":
-            extra["train_score"] = float(np.mean(train_scores[-10:])) if train_scores else None
-            if spec.has_success:  # CORL: regret = mean(1 − success) over all training episodes so far
-                extra["regret"] = float(np.mean(1.0 - np.asarray(successes))) if successes else None
-        res = evaluator(torch_policy(agent.actor.act, device), step, phase, env_steps, **extra)
-        agent.actor.train()
-        if not np.isfinite(res.return_mean):
-            raise DivergenceError(f"evaluation return became NaN/inf at step {step} ({phase})")
-        metrics.reset_clock(step)
-        eval_time[0] += time.time() - t
-
-    def after_update(phase: str, last_of_phase: bool) -> None:
-        if step % cfg.log_every == 0 or last_of_phase:
-            metrics.flush(step, phase)
-            recorder.progress(step, env_steps)
-        if step % cfg.eval_every == 0 or last_of_phase:
-            evaluate(phase)
-        if step % cfg.checkpoint_every == 0 or step == total:
-            save()
-
-    # ---- offline phase ----
-    t0, s0 = time.time(), step
-    while step < cfg.offline_steps:
-        metrics.add(update(agent, buffer.sample(cfg.batch_size), cfg))
-        step += 1
-        after_update("offline", step == cfg.offline_steps)
-    if step > s0:  # training throughput of this process's offline steps, evaluations excluded
-        recorder.extra["offline_updates_per_s"] = round((step - s0) / max(time.time() - t0 - eval_time[0], 1e-9), 1)
-
-    # ---- online phase: one env step, then one update (CORL finetune) ----
-    if step < total:
-        env = make_env(spec)
-        low, high = env.action_space.low, env.action_space.high
-        obs, _ = env.reset(seed=cfg.seed + 10_000 + env_steps)  # a resumed run restarts its episode
-        ep_ret, ep_success = 0.0, False
-        try:
-            while step < total:
-                x = norm(obs[None].astype(np.float32))
-                act = explore(agent.actor, torch.as_tensor(x, device=device), cfg).cpu().numpy()[0]
-                if not np.all(np.isfinite(act)):
-                    raise DivergenceError(f"the policy produced NaN/inf actions at step {step} (online)")
-                act = np.clip(act, low, high)
-                next_obs, rew, term, trunc, info = env.step(act)
-                ep_ret += float(rew)
-                ep_success |= bool(info.get("success", False))
-                # done = true terminal only: a time-limit truncation bootstraps (CORL: real_done)
-                buffer.add(x, act[None], np.asarray([rt(float(rew))], np.float32),
-                           norm(next_obs[None].astype(np.float32)), np.asarray([float(term)], np.float32))
-                env_steps += 1
-                obs = next_obs
-                if term or trunc:
-                    successes.append(float(ep_success))
-                    train_scores.append(normalized_score(spec, ep_ret))
-                    obs, _ = env.reset()
-                    ep_ret, ep_success = 0.0, False
-                metrics.add(update(agent, buffer.sample(cfg.batch_size), cfg))
-                step += 1
-                after_update("online", step == total)
-        finally:
-            env.close()
-        if successes:
-            recorder.extra["final_regret"] = float(np.mean(1.0 - np.asarray(successes)))
-    recorder.progress(step, env_steps)
+def algorithm(cfg: IQLConfig) -> Algorithm:
+    """IQL for the engine (o2o/loop.py)."""
+    return Algorithm(ALGORITHM, IQL, transforms)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 finished, 3 diverged)."""
-    cfg = parse_config(IQLConfig, presets, argv, description=__doc__)
-    summary = train(cfg)
-    return {"finished": 0, "diverged": 3}.get(summary["status"], 1)
+    return loop.main(IQLConfig, presets, algorithm, argv, description=__doc__, resolve=resolve_config)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Each domain has an adapter `make_env(spec, render_mode=None) -> gym.Env`; locomo
 from __future__ import annotations
 
 import importlib
+import os
 import warnings
 from collections.abc import Callable
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from o2o.registry import DatasetSpec, get_spec
 
+ASYNC_MIN_CORES = 4  # evaluation runs its envs in subprocesses from this many cores on
 ANT_CONTACT_DIMS = 84  # D4RL's ant-v2 observations carry 84 contact-force dims that mujoco-py 2.x left at zero
 
 
@@ -96,12 +98,25 @@ def make_env(spec: DatasetSpec | str, render_mode: str | None = None) -> gym.Env
     return _adapter(spec.domain)(spec, render_mode=render_mode)
 
 
-def make_vector_env(spec: DatasetSpec | str, num_envs: int) -> gym.vector.SyncVectorEnv:
-    """A synchronous vector env of `num_envs` copies (faster than async on 2 cores)."""
-    return gym.vector.SyncVectorEnv(
-        [lambda: make_env(spec) for _ in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def make_vector_env(spec: DatasetSpec | str, num_envs: int,
+                    asynchronous: bool | None = None) -> gym.vector.VectorEnv:
+    """A vector env of `num_envs` copies: asynchronous (one process per env) when the machine has more than
+    ASYNC_MIN_CORES cores and there is more than one env, synchronous otherwise (faster on 2 cores, where the
+    processes would only compete with training). Both give the same episodes for the same seeds."""
+    if asynchronous is None:
+        asynchronous = num_envs > 1 and usable_cores() >= ASYNC_MIN_CORES
+    fns = [lambda: make_env(spec) for _ in range(num_envs)]
+    if asynchronous:
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def env_dims(env_id: str) -> tuple[int, int, int | None]:

@@ -17,7 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-EVAL_COLUMNS = ["step", "phase", "env_steps", "normalized_score", "return_mean", "return_std", "success_rate"]
+EVAL_COLUMNS = ["step", "phase", "env_steps", "normalized_score", "return_mean", "return_std", "success_rate",
+                "length_mean"]
+EPISODE_COLUMNS = ["step", "phase", "env_steps", "episode", "return", "normalized_score", "length", "success"]
 STATUSES = ("running", "finished", "diverged", "failed")
 PACKAGES = ("torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "h5py", "minari")
 
@@ -35,6 +37,22 @@ def atomic_write(path: str | Path, text: str) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(path: str | Path, write: Any) -> None:
+    """Write a binary file through `write(file_object)` to a temporary file, then os.replace (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -107,6 +125,8 @@ class RunRecorder:
         self.extra: dict[str, Any] = {}
         if resume:
             self._load()
+        else:
+            (self.out / "episodes.csv").unlink(missing_ok=True)
         self.write()
 
     def _load(self) -> None:
@@ -127,18 +147,34 @@ class RunRecorder:
                 pass
 
     def truncate_after(self, step: int) -> None:
-        """Drop evaluations logged after `step` (a resumed run continues from its checkpoint's step)."""
+        """Drop evaluations (and their episodes) logged after `step` (a resumed run continues from its checkpoint)."""
         self.rows = [r for r in self.rows if int(r["step"]) <= step]
         self.write()
+        truncate_csv(self.out / "episodes.csv", step)
+
+    def log_episodes(self, step: int, phase: str, env_steps: int, returns: Any, normalized: Any, lengths: Any,
+                     successes: Any) -> None:
+        """Append one evaluation's episodes to episodes.csv (one row each: return, score, length, success)."""
+        path = self.out / "episodes.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(EPISODE_COLUMNS)
+            for i, (r, z, n, ok) in enumerate(zip(returns, normalized, lengths, successes)):
+                w.writerow([int(step), phase, int(env_steps), i, f"{float(r):.6g}", f"{float(z):.6g}", int(n),
+                            int(bool(ok))])
 
     def log_eval(self, step: int, phase: str, env_steps: int, normalized_score: float, return_mean: float,
-                 return_std: float, success_rate: float | None = None, **extra: float) -> None:
+                 return_std: float, success_rate: float | None = None, length_mean: float | None = None,
+                 **extra: float) -> None:
         """Append one evaluation row (phase 'offline' or 'online'); extra columns are kept after the standard ones."""
         if phase not in ("offline", "online"):
             raise ValueError(f"phase must be 'offline' or 'online', not {phase!r}")
         row = dict(step=int(step), phase=phase, env_steps=int(env_steps), normalized_score=float(normalized_score),
                    return_mean=float(return_mean), return_std=float(return_std),
-                   success_rate=None if success_rate is None else float(success_rate))
+                   success_rate=None if success_rate is None else float(success_rate),
+                   length_mean=None if length_mean is None else float(length_mean))
         for k, v in extra.items():
             if k not in self.extra_columns:
                 self.extra_columns.append(k)
@@ -210,6 +246,22 @@ def _parse(v: str) -> Any:
         except ValueError:
             pass
     return v
+
+
+def truncate_csv(path: str | Path, step: int) -> None:
+    """Keep the header and the rows whose first column (step) is <= `step`, atomically; malformed rows (a line cut
+    by a kill) are dropped. Nothing happens when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    keep = rows[:1] + [r for r in rows[1:] if len(r) == len(rows[0]) and r[0].isdigit() and int(r[0]) <= step]
+    buf = io.StringIO()
+    csv.writer(buf).writerows(keep)
+    atomic_write(path, buf.getvalue())
 
 
 def read_summary(out: str | Path) -> dict[str, Any] | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from o2o.evaluation import EvalResult, evaluate
+from o2o.evaluation import EvalResult, evaluate_members
 from o2o.records import RunRecorder
 from o2o.registry import DatasetSpec
 
@@ -24,12 +26,15 @@ class DivergenceError(RuntimeError):
     """A loss or metric became NaN or inf: the run stops and its record says it diverged."""
 
 
-def run_recorded(name: str, recorder: RunRecorder, body: Callable[[], Any], threads: int = 0) -> tuple[bool, Any]:
-    """Run body() under its record: (True, result), or (False, None) after a DivergenceError recorded as 'diverged'.
+def run_recorded(name: str, recorder: RunRecorder | Sequence[RunRecorder], body: Callable[[], Any],
+                 threads: int = 0) -> tuple[bool, Any]:
+    """Run body() under its records: (True, result), or (False, None) after a DivergenceError recorded as 'diverged'.
 
-    Any other exception is recorded as 'failed' and re-raised. threads > 0 sets torch's CPU threads meanwhile.
-    The caller finishes the record ('finished') after adding what it wants to the summary.
+    `recorder` is one run's record or the records of a pack of seeds; only those still 'running' are marked. Any
+    other exception is recorded as 'failed' and re-raised. threads > 0 sets torch's CPU threads meanwhile. The
+    caller finishes the records ('finished') after adding what it wants to the summary.
     """
+    recorders = [recorder] if isinstance(recorder, RunRecorder) else list(recorder)
     previous = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
@@ -37,10 +42,14 @@ def run_recorded(name: str, recorder: RunRecorder, body: Callable[[], Any], thre
         return True, body()
     except DivergenceError as e:
         print(f"[{name}] diverged: {e}", flush=True)
-        recorder.finish("diverged", f"diverged: {e}")
+        for r in recorders:
+            if r.status == "running":
+                r.finish("diverged", f"diverged: {e}")
         return False, None
     except BaseException as e:
-        recorder.finish("failed", f"{type(e).__name__}: {e}")
+        for r in recorders:
+            if r.status == "running":
+                r.finish("failed", f"{type(e).__name__}: {e}")
         raise
     finally:
         torch.set_num_threads(previous)
@@ -61,12 +70,19 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 class MetricLog:
-    """Accumulates metrics as device tensors and syncs with the host once every `flush` (never per step)."""
+    """Accumulates metrics as device tensors and syncs with the host once every `flush` (never per step).
 
-    def __init__(self, path: str | Path | None = None, total_steps: int | None = None, name: str = "") -> None:
+    A metric is a scalar tensor, or a (S,) tensor with one value per seed of a pack; then `path` is the list of the
+    seeds' CSV files and `flush_members` writes each seed's row to its own file.
+    """
+
+    def __init__(self, path: str | Path | Sequence[str | Path] | None = None, total_steps: int | None = None,
+                 name: str = "") -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
-        self.path = Path(path) if path else None
+        paths = list(path) if isinstance(path, (list, tuple)) else [path]
+        self.paths = [Path(p) if p else None for p in paths]
+        self.path = self.paths[0]
         self.total = total_steps
         self.name = name
         self.t0 = time.time()
@@ -75,39 +91,54 @@ class MetricLog:
 
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         """Add this step's metrics (detached device tensors); no host sync."""
-        for k, v in metrics.items():
-            v = v.detach().float()
-            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        if not self.sums:
+            self.sums = {k: v.detach().float().clone() for k, v in metrics.items()}
+        else:
+            keys = list(self.sums)
+            torch._foreach_add_([self.sums[k] for k in keys], [metrics[k].detach().float() for k in keys])
         self.count += 1
 
     def flush(self, step: int, phase: str = "offline", quiet: bool = False) -> dict[str, float]:
         """Average since the last flush (one host sync); raise DivergenceError on NaN/inf; print and append to CSV."""
-        if not self.sums:
+        out = self.flush_members(step, phase, quiet)
+        if not out:
             return {}
-        keys = list(self.sums)
-        values = (torch.stack([self.sums[k] for k in keys]) / max(self.count, 1)).cpu().tolist()
-        out = dict(zip(keys, values))
-        self.sums, self.count = {}, 0
-        bad = [k for k, v in out.items() if not np.isfinite(v)]
+        bad = [k for k, v in out[0].items() if not np.isfinite(v)]
         if bad:
             raise DivergenceError(f"{', '.join(bad)} became NaN/inf at step {step} ({phase})")
+        return out[0]
+
+    def flush_members(self, step: int, phase: str = "offline", quiet: bool = False,
+                      active: Sequence[bool] | None = None) -> list[dict[str, float]]:
+        """Each seed's averages since the last flush (one host sync), appended to its CSV when `active` (default:
+        all); one progress line with the means over the active seeds. NaN/inf are returned, not raised."""
+        if not self.sums:
+            return []
+        keys = list(self.sums)
+        table = (torch.stack([self.sums[k].reshape(-1) for k in keys], 1) / max(self.count, 1)).cpu().tolist()
+        self.sums, self.count = {}, 0
+        out = [dict(zip(keys, row)) for row in table]
+        active = [True] * len(out) if active is None else list(active)
         now = time.time()
         rate = (step - self.last_step) / max(now - self.last_t, 1e-9)
         self.last_t, self.last_step = now, step
-        if self.path is not None:
-            new = not self.path.exists()
-            with open(self.path, "a", newline="") as f:
-                w = csv.writer(f)
-                if new:
-                    w.writerow(["step", "phase", *keys])
-                w.writerow([step, phase, *[f"{v:.6g}" for v in values]])
+        for path, row, on in zip(self.paths, table, active):
+            if path is not None and on:
+                new = not path.exists()
+                with open(path, "a", newline="") as f:
+                    w = csv.writer(f)
+                    if new:
+                        w.writerow(["step", "phase", *keys])
+                    w.writerow([step, phase, *[f"{v:.6g}" for v in row]])
         if not quiet:
+            live = [r for r, on in zip(out, active) if on] or out
             eta = ""
             if self.total and rate > 0:
                 eta = f" eta {max(self.total - step, 0) / rate / 60:.1f} min"
-            text = " ".join(f"{k}={v:.4g}" for k, v in list(out.items())[:6])
-            print(f"[{self.name} {phase} {step}{'/' + str(self.total) if self.total else ''}] {rate:.0f} it/s{eta} "
-                  f"{text}", flush=True)
+            seeds = f" ×{len(live)} seeds" if len(out) > 1 else ""
+            text = " ".join(f"{k}={np.mean([r[k] for r in live]):.4g}" for k in keys[:6])
+            print(f"[{self.name} {phase} {step}{'/' + str(self.total) if self.total else ''}] {rate:.0f} it/s{seeds}"
+                  f"{eta} {text}", flush=True)
         return out
 
     def reset_clock(self, step: int) -> None:
@@ -146,32 +177,127 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (corrupt, truncated, or not this run's); the message is one line."""
+
+
 class Checkpointer:
-    """Atomic checkpoints in `<out>/checkpoint.pt`, loaded with weights_only=True."""
+    """`<out>/checkpoint.pt` with its sidecar `<out>/checkpoint.json` (step, sha256), loaded with weights_only=True.
+
+    A save is staged (`.checkpoint.pt.new` and `.checkpoint.json.new`, each fsynced) and then committed by two
+    renames; `repair` finishes a commit cut between its renames. A pack of seeds stages every seed before it commits
+    any (`save_pack`), so after a kill either no seed or every seed has the new checkpoint available
+    (`recover_pack`). `load` verifies the sha256 and refuses a corrupt or truncated file in one line.
+    """
 
     def __init__(self, out: str | Path) -> None:
         self.path = Path(out) / "checkpoint.pt"
+        self.meta = self.path.with_name("checkpoint.json")
+        self.new_path = self.path.with_name(".checkpoint.pt.new")
+        self.new_meta = self.path.with_name(".checkpoint.json.new")
+
+    def stage(self, state: dict[str, Any]) -> None:
+        """Write the state and its sidecar under the staging names (fsynced)."""
+        with open(self.new_path, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        meta = {"step": state.get("step"), "sha256": _sha256(self.new_path), "bytes": self.new_path.stat().st_size}
+        with open(self.new_meta, "w") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def commit(self) -> None:
+        """Publish the staged checkpoint: checkpoint.pt first, then its sidecar."""
+        os.replace(self.new_path, self.path)
+        os.replace(self.new_meta, self.meta)
 
     def save(self, state: dict[str, Any]) -> None:
-        """torch.save to a temporary file, then os.replace."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        """Stage and commit (one run)."""
+        self.stage(state)
+        self.commit()
+
+    def repair(self) -> None:
+        """Finish a commit cut between its two renames (checkpoint.pt renamed, its sidecar not yet)."""
+        if self.new_meta.exists() and not self.new_path.exists() and self.path.exists():
+            os.replace(self.new_meta, self.meta)
+
+    def step(self) -> int | None:
+        """Step of the committed checkpoint (from its sidecar), None when there is none."""
+        meta = _read_json(self.meta)
+        return None if meta is None or not self.path.exists() else meta.get("step")
+
+    def staged_step(self) -> int | None:
+        """Step of a completely staged checkpoint, None when there is none."""
+        meta = _read_json(self.new_meta)
+        return meta.get("step") if meta is not None and self.new_path.exists() else None
+
+    def discard_staged(self) -> None:
+        """Remove staging files (a save cut by a kill that no seed committed)."""
+        for p in (self.new_path, self.new_meta):
+            p.unlink(missing_ok=True)
 
     def load(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The last checkpoint, or None when there is none."""
+        """The last checkpoint (its sha256 verified when it has a sidecar), or None when there is none."""
+        self.repair()
         if not self.path.exists():
             return None
-        return torch.load(self.path, map_location=map_location, weights_only=True)
+        meta = _read_json(self.meta)
+        if meta is not None and meta.get("sha256") != _sha256(self.path):
+            raise CheckpointError(f"{self.path} is corrupt or truncated (its sha256 does not match checkpoint.json); "
+                                  "delete it to start the run afresh")
+        try:
+            return torch.load(self.path, map_location=map_location, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+            raise CheckpointError(f"{self.path} cannot be read ({type(e).__name__}); delete it to start the run "
+                                  "afresh") from None
+
+
+def save_pack(checkpointers: Sequence[Checkpointer], states: Sequence[dict[str, Any]]) -> None:
+    """Checkpoint every seed of a pack: stage all, then commit all (see Checkpointer)."""
+    for ck, state in zip(checkpointers, states):
+        ck.stage(state)
+    for ck in checkpointers:
+        ck.commit()
+
+
+def recover_pack(checkpointers: Sequence[Checkpointer]) -> None:
+    """After a kill: commit the staged checkpoints of a save that some seed committed already, discard the others."""
+    for ck in checkpointers:
+        ck.repair()
+    committed = [s for s in (ck.step() for ck in checkpointers) if s is not None]
+    target = max(committed) if committed else None
+    for ck in checkpointers:
+        if target is not None and ck.staged_step() == target and ck.step() != target:
+            ck.commit()
+        ck.discard_staged()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 @dataclass
 class Evaluator:
-    """Evaluates a policy on the run's env with fresh deterministic seeds and logs the row to the recorder."""
+    """Evaluates a run's policy (or a pack's S policies) on the env with fresh deterministic seeds and logs each
+    seed's row to its recorder (evals.csv) and its episodes to episodes.csv."""
 
     spec: DatasetSpec
-    recorder: RunRecorder
-    seed: int
+    recorder: RunRecorder | Sequence[RunRecorder]
+    seed: int | Sequence[int]
     episodes: int
     obs_transform: Callable[[np.ndarray], np.ndarray] | None = None
     index: int = 0
@@ -179,17 +305,30 @@ class Evaluator:
 
     def __call__(self, policy: Callable[[np.ndarray], np.ndarray], step: int, phase: str, env_steps: int = 0,
                  **extra: float) -> EvalResult:
-        """One evaluation, logged as a row of evals.csv and printed."""
-        res = evaluate(policy, self.spec, n_episodes=self.episodes, seed=self.seed, eval_index=self.index,
-                       obs_transform=self.obs_transform)
+        """One evaluation of one run's policy, logged as a row of evals.csv and printed."""
+        return self.members(lambda obs: np.asarray(policy(obs[0]))[None], step, phase, env_steps, [extra])[0]
+
+    def members(self, policy: Callable[[np.ndarray], np.ndarray], step: int, phase: str, env_steps: int,
+                extras: Sequence[dict[str, Any]], active: Sequence[bool] | None = None) -> list[EvalResult]:
+        """Evaluate S policies in one vector env (`policy(obs (S, k, d)) -> (S, k, a)`); log the active seeds."""
+        recorders = [self.recorder] if isinstance(self.recorder, RunRecorder) else list(self.recorder)
+        seeds = [self.seed] if isinstance(self.seed, int) else list(self.seed)
+        active = [True] * len(seeds) if active is None else list(active)
+        results = evaluate_members(policy, self.spec, n_episodes=self.episodes, seeds=seeds, eval_index=self.index,
+                                   obs_transform=self.obs_transform)
         self.index += 1
-        self.recorder.log_eval(step, phase, env_steps, res.normalized_score, res.return_mean, res.return_std,
-                               res.success_rate, **extra)
-        self.history.append(res.normalized_score)
-        sr = "" if res.success_rate is None else f" success {res.success_rate:.2f}"
-        print(f"[eval {phase} step {step}] normalized {res.normalized_score:.1f} ± {res.normalized_std:.1f} "
-              f"return {res.return_mean:.1f}{sr}", flush=True)
-        return res
+        for rec, seed, res, extra, on in zip(recorders, seeds, results, extras, active):
+            if not on:
+                continue
+            rec.log_eval(step, phase, env_steps, res.normalized_score, res.return_mean, res.return_std,
+                         res.success_rate, res.length_mean, **extra)
+            rec.log_episodes(step, phase, env_steps, res.returns, res.normalized, res.lengths, res.successes)
+            sr = "" if res.success_rate is None else f" success {res.success_rate:.2f}"
+            who = f" seed {seed}" if len(seeds) > 1 else ""
+            print(f"[eval {phase} step {step}{who}] normalized {res.normalized_score:.1f} ± {res.normalized_std:.1f} "
+                  f"return {res.return_mean:.1f} length {res.length_mean:.0f}{sr}", flush=True)
+        self.history.append(results[0].normalized_score)
+        return results
 
 
 def torch_policy(actor: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> Callable[[np.ndarray],

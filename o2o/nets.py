@@ -1,0 +1,350 @@
+"""Network building blocks with a leading member axis: S seeds' copies of a network trained as one module.
+
+Every parameter has shape (S·k, ...): member s owns rows s·k … s·k + k − 1 (k = 1, or 2 for twin critics). Inputs and
+outputs carry the seed axis first: a batch is (S, B, dim), a twin critic returns (S, 2, B). Each layer is one
+batched matmul (`torch.baddbmm`) over the members, so S seeds cost one set of kernel launches; S = 1 is the ordinary
+single-seed network. Members never mix: no op reduces over the member axis, so each seed's numbers are those it
+would have alone (tests/test_engine.py).
+
+Initialisation is per member from that seed's own `torch.Generator` (o2o.rng.member_generators), in a fixed order,
+so a seed's initial weights do not depend on the other seeds in its pack. The schemes the sources use:
+- "default": PyTorch's nn.Linear default, W and b ~ U(±1/√fan_in) (CORL's IQL and AWAC);
+- "orthogonal": orthogonal W with gain √2 and zero bias (JaxCQL, FamO2O's official code), with the output layer's
+  own gain (CQL: 1e-2);
+- `out_init="xavier"`: the output layer xavier-uniform with a small gain and zero bias (CORL's CQL actor without
+  orthogonal init: "small output layer").
+Random numbers at run time (sampling, dropout) come from a MemberRNG (o2o.rng), never from torch's global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from o2o.rng import MemberRNG
+
+LOG_2PI = math.log(2.0 * math.pi)
+# Elements per seed of a small per-seed parameter (log σ, α): a multiple of every SIMD block, so exp/log of a seed's
+# values run through the same vectorised code whatever S is (a scalar tail would round differently).
+MEMBER_PAD = 64
+
+
+def member_parameter(members: int, n: int, value: float) -> nn.Parameter:
+    """A per-seed vector of n values (all `value`), stored padded to (S, MEMBER_PAD·k); use `[:, :n]` of a function
+    of it. The padding never gets a gradient, so Adam leaves it as it is."""
+    return nn.Parameter(torch.full((members, MEMBER_PAD * math.ceil(n / MEMBER_PAD)), float(value)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------------------------------------------
+class EnsembleLinear(nn.Module):
+    """M independent Linear layers as one batched matmul: (M, B, in) -> (M, B, out).
+
+    Each member's weight and bias are stored flat and padded to a multiple of MEMBER_PAD elements (`weight_flat`,
+    `bias_flat`); `weight` (M, in, out) and `bias` (M, 1, out) are views. The fused optimisers then run every
+    member's values through the same vectorised code whatever M is, so a seed gets bit-identical updates alone and
+    packed (their tail loops round differently).
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.weight_flat = member_parameter(members, in_dim * out_dim, 0.0)
+        self.bias_flat = member_parameter(members, out_dim, 0.0)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """(M, in, out) view of weight_flat."""
+        return self.weight_flat[:, :self.in_dim * self.out_dim].view(-1, self.in_dim, self.out_dim)
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """(M, 1, out) view of bias_flat."""
+        return self.bias_flat[:, :self.out_dim].view(-1, 1, self.out_dim)
+
+    @torch.no_grad()
+    def init_member_(self, m: int, gen: torch.Generator, scheme: str = "default", gain: float = 1.0) -> None:
+        """Initialise member m from `gen`: 'default' (nn.Linear's), 'orthogonal' or 'xavier' (with `gain`)."""
+        w = torch.empty(self.out_dim, self.in_dim)  # nn.Linear's (out, in) layout, so the draws match an nn.Linear's
+        b = torch.zeros(self.out_dim)
+        if scheme == "default":
+            bound = 1.0 / math.sqrt(self.in_dim)
+            w.uniform_(-bound, bound, generator=gen)
+            b.uniform_(-bound, bound, generator=gen)
+        elif scheme == "orthogonal":
+            nn.init.orthogonal_(w, gain=gain, generator=gen)
+        elif scheme == "xavier":
+            nn.init.xavier_uniform_(w, gain=gain, generator=gen)
+        else:
+            raise ValueError(f"unknown init scheme {scheme!r} (default | orthogonal | xavier)")
+        self.weight[m].copy_(w.T)
+        self.bias[m, 0].copy_(b)
+
+    def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """x (M, B, in) -> (M, B, out); `detach` uses detached weights (gradients reach x only)."""
+        w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
+        if self.out_dim == 1:  # a scalar head as a dot product: batched GEMV kernels round differently for 1 and S
+            return (x * w.transpose(1, 2)).sum(-1, keepdim=True) + b  # members; this is exact at any S
+        return torch.baddbmm(b, x, w)
+
+
+class MLP(nn.Module):
+    """ReLU MLP with a member axis: Linear-ReLU(-Dropout) × n_hidden, then Linear (and tanh when `out_tanh`).
+
+    gens: one generator per seed; `copies` networks per seed (2 for twin critics) are initialised from it in turn.
+    Dropout masks come from `rng` (the seed's stream), drawn only in training mode.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, gens: Sequence[torch.Generator], hidden_dim: int = 256,
+                 n_hidden: int = 2, copies: int = 1, init: str = "default", hidden_gain: float = math.sqrt(2.0),
+                 out_init: str | None = None, out_gain: float | None = None, dropout: float = 0.0,
+                 rng: MemberRNG | None = None, out_tanh: bool = False) -> None:
+        super().__init__()
+        if dropout > 0 and (rng is None or copies != 1):
+            raise ValueError("dropout needs the members' MemberRNG and one copy per seed")
+        self.seeds, self.copies = len(gens), copies
+        self.dropout, self.rng, self.out_tanh = float(dropout), rng, out_tanh
+        dims = [in_dim, *([hidden_dim] * n_hidden), out_dim]
+        self.layers = nn.ModuleList(EnsembleLinear(len(gens) * copies, i, o) for i, o in zip(dims[:-1], dims[1:]))
+        schemes = [(init, hidden_gain)] * n_hidden + [(out_init or init, hidden_gain if out_gain is None else out_gain)]
+        for layer, (scheme, gain) in zip(self.layers, schemes):
+            for s, gen in enumerate(gens):
+                for c in range(copies):
+                    layer.init_member_(s * copies + c, gen, scheme, gain)
+
+    def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """x (S·copies, B, in) -> (S·copies, B, out)."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, detach)
+            if i < last:
+                x = F.relu(x)
+                if self.dropout > 0 and self.training:
+                    keep = self.rng.rand(*x.shape[1:]) >= self.dropout
+                    x = x * keep / (1.0 - self.dropout)
+        return torch.tanh(x) if self.out_tanh else x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Critics
+# ----------------------------------------------------------------------------------------------------------------
+class TwinQ(nn.Module):
+    """n Q(s, a) networks per seed (twin critics, n = 2), one module: parameters (S·n, ...)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, gens: Sequence[torch.Generator], hidden_dim: int = 256,
+                 n_hidden: int = 2, n: int = 2, **init: Any) -> None:
+        super().__init__()
+        self.n = n
+        self.net = MLP(obs_dim + act_dim, 1, gens, hidden_dim, n_hidden, copies=n, **init)
+
+    def all(self, obs: torch.Tensor, act: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """Every critic's Q: obs (S, B, do), act (S, B, da) -> (S, n, B); act (S, B, K, da) -> (S, n, B, K)."""
+        s, lead = act.shape[0], act.shape[1:-1]
+        if act.dim() == 4:
+            obs = obs.unsqueeze(2).expand(-1, -1, act.shape[2], -1)
+        x = torch.cat([obs, act], -1).reshape(s, 1, -1, obs.shape[-1] + act.shape[-1])
+        x = x.expand(-1, self.n, -1, -1).reshape(s * self.n, x.shape[2], x.shape[3])
+        return self.net(x, detach).view(s, self.n, *lead)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """min over the critics: (S, B) (or (S, B, K))."""
+        return self.all(obs, act, detach).min(1).values
+
+
+class ValueNet(nn.Module):
+    """V(s): shape (S, B)."""
+
+    def __init__(self, obs_dim: int, gens: Sequence[torch.Generator], hidden_dim: int = 256, n_hidden: int = 2,
+                 **init: Any) -> None:
+        super().__init__()
+        self.net = MLP(obs_dim, 1, gens, hidden_dim, n_hidden, **init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Actors
+# ----------------------------------------------------------------------------------------------------------------
+def normal_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(x; mean, std²) (no argument validation, so NaN reaches the divergence checks)."""
+    return -0.5 * ((x - mean) / std).square() - std.log() - 0.5 * LOG_2PI
+
+
+def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
+    """log |d tanh(u) / du| = log(1 − tanh²u) = 2 (log 2 − u − softplus(−2u)), the numerically stable form."""
+    return 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+
+
+class GaussianActor(nn.Module):
+    """π(a|s) = N(μ(s), diag σ²), not squashed: MLP mean (tanh-bounded when `tanh_mean`), learned state-independent
+    log σ clamped to [log_std_min, log_std_max] (CORL's IQL GaussianPolicy: tanh mean; CORL's AWAC Actor: raw mean;
+    FamO2O's universal model: tanh mean, clamp [−5, 2])."""
+
+    def __init__(self, obs_dim: int, act_dim: int, gens: Sequence[torch.Generator], hidden_dim: int = 256,
+                 n_hidden: int = 2, tanh_mean: bool = True, log_std_min: float = -20.0, log_std_max: float = 2.0,
+                 **mlp_kw: Any) -> None:
+        super().__init__()
+        self.net = MLP(obs_dim, act_dim, gens, hidden_dim, n_hidden, out_tanh=tanh_mean, **mlp_kw)
+        self.act_dim = act_dim
+        self.log_std = member_parameter(len(gens), act_dim, 0.0)
+        self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
+
+    def _log_std(self) -> torch.Tensor:
+        return self.log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def std(self) -> torch.Tensor:
+        """σ, shape (S, 1, act_dim)."""
+        return self._log_std().exp()[:, :self.act_dim].unsqueeze(1)
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """log π(a|s) summed over action dims: (S, B)."""
+        mean, log_std = self.net(obs), self._log_std()[:, :self.act_dim].unsqueeze(1)
+        return (-0.5 * ((act - mean) / log_std.exp()).square() - log_std - 0.5 * LOG_2PI).sum(-1)
+
+    def rsample(self, obs: torch.Tensor, rng: MemberRNG) -> torch.Tensor:
+        """a = μ(s) + σ ε, ε from the members' streams (reparameterised)."""
+        mean = self.net(obs)
+        return mean + self.std() * rng.randn(*mean.shape[1:])
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, rng: MemberRNG) -> torch.Tensor:
+        """rsample without gradient (NaN parameters give NaN actions rather than an error)."""
+        return self.rsample(obs, rng)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic (evaluation) action: the mean."""
+        return self.net(obs)
+
+
+class DeterministicActor(nn.Module):
+    """a = tanh(MLP(s)) (CORL's IQL DeterministicPolicy)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, gens: Sequence[torch.Generator], hidden_dim: int = 256,
+                 n_hidden: int = 2, **mlp_kw: Any) -> None:
+        super().__init__()
+        self.net = MLP(obs_dim, act_dim, gens, hidden_dim, n_hidden, out_tanh=True, **mlp_kw)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic (evaluation) action."""
+        return self.net(obs)
+
+
+class TanhGaussianActor(nn.Module):
+    """π(a|s) = max_action · tanh(u), u ~ N(μ(s), σ²): the tanh-squashed Gaussian of SAC/CQL.
+
+    log σ is `state` dependent (the MLP outputs [μ, raw] and log σ = m · raw + c with learned scalars m and c per
+    seed, JaxCQL/CORL) or a state-independent `param` (FamO2O's balance model), clamped to [log_std_min, max].
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, gens: Sequence[torch.Generator], hidden_dim: int = 256,
+                 n_hidden: int = 2, max_action: float = 1.0, log_std: str = "state", log_std_min: float = -20.0,
+                 log_std_max: float = 2.0, log_std_multiplier: float = 1.0, log_std_offset: float = -1.0,
+                 **mlp_kw: Any) -> None:
+        super().__init__()
+        if log_std not in ("state", "param"):
+            raise ValueError(f"log_std must be 'state' or 'param', not {log_std!r}")
+        s = len(gens)
+        self.act_dim, self.max_action, self.log_std_kind = act_dim, float(max_action), log_std
+        self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
+        self.net = MLP(obs_dim, (2 if log_std == "state" else 1) * act_dim, gens, hidden_dim, n_hidden, **mlp_kw)
+        if log_std == "state":
+            self.log_std_multiplier = member_parameter(s, 1, log_std_multiplier)
+            self.log_std_offset = member_parameter(s, 1, log_std_offset)
+        else:
+            self.log_std = member_parameter(s, act_dim, 0.0)
+
+    def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and clamped log σ of the pre-tanh Gaussian, each (S, B, act_dim)."""
+        out = self.net(obs)
+        if self.log_std_kind == "state":
+            mean, raw = out.split(self.act_dim, dim=-1)
+            log_std = self.log_std_multiplier[:, :1, None] * raw + self.log_std_offset[:, :1, None]
+        else:
+            mean, log_std = out, self.log_std[:, None, :self.act_dim].expand_as(out)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample_from(self, mean: torch.Tensor, log_std: torch.Tensor, rng: MemberRNG,
+                    n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n reparameterised samples per state: actions (S, B, n, act_dim) and log π (S, B, n)."""
+        eps = rng.randn(mean.shape[1], n, mean.shape[-1])
+        u = mean.unsqueeze(2) + log_std.exp().unsqueeze(2) * eps
+        logp = (-0.5 * eps.square() - log_std.unsqueeze(2) - 0.5 * LOG_2PI - tanh_log_det(u)).sum(-1)
+        return self.max_action * torch.tanh(u), logp
+
+    def rsample(self, obs: torch.Tensor, rng: MemberRNG, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample n actions per state (with gradient)."""
+        return self.sample_from(*self.dist(obs), rng, n)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """log π(a|s) of actions (S, B, act_dim), clipped to ±(1 − 1e-5) before atanh: (S, B)."""
+        mean, log_std = self.dist(obs)
+        u = torch.atanh((actions / self.max_action).clamp(-1 + 1e-5, 1 - 1e-5))
+        return (normal_log_prob(u, mean, log_std.exp()) - tanh_log_det(u)).sum(-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Deterministic action max_action · tanh(μ(s)) (evaluation)."""
+        return self.max_action * torch.tanh(self.dist(obs)[0])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Optimisation helpers and the member axis of states
+# ----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging θ' ← (1 − τ) θ' + τ θ, in place (one fused op for all tensors)."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def adam(params: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam with PyTorch's defaults and the fused kernel; elementwise, so members stay independent."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def mean_per_member(x: torch.Tensor) -> torch.Tensor:
+    """Each seed's own mean over everything but the leading member axis: (S, ...) -> (S,)."""
+    return x.reshape(x.shape[0], -1).mean(1)
+
+
+def split_members(state: Any, members: int) -> list[Any]:
+    """Split a nested state (dicts, lists, tensors) along the member axis into `members` states.
+
+    Every tensor with at least one dimension has S·k leading rows (member s: rows s·k … s·k + k − 1); 0-dim tensors
+    and Python values are shared (optimiser step counts, schedules) and copied into every part.
+    """
+    if isinstance(state, dict):
+        parts = {k: split_members(v, members) for k, v in state.items()}
+        return [{k: parts[k][i] for k in state} for i in range(members)]
+    if isinstance(state, (list, tuple)):
+        parts = [split_members(v, members) for v in state]
+        return [type(state)(p[i] for p in parts) for i in range(members)]
+    if isinstance(state, torch.Tensor) and state.dim() > 0:
+        if state.shape[0] % members:
+            raise ValueError(f"a state tensor of shape {tuple(state.shape)} has no member axis of {members}")
+        k = state.shape[0] // members
+        return [state[i * k:(i + 1) * k].clone() for i in range(members)]
+    return [state] * members
+
+
+def join_members(states: Sequence[Any]) -> Any:
+    """Inverse of split_members: concatenate member tensors, keep the first member's shared values."""
+    first = states[0]
+    if isinstance(first, dict):
+        return {k: join_members([s[k] for s in states]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(join_members([s[i] for s in states]) for i in range(len(first)))
+    if isinstance(first, torch.Tensor) and first.dim() > 0:
+        return torch.cat(list(states), 0)
+    return first
