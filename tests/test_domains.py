@@ -30,6 +30,8 @@ def test_dims_time_limit_and_success(name: str) -> None:
     assert env.observation_space.shape == (spec.obs_dim,)
     assert env.observation_space.dtype in (np.float32, np.float64)
     assert env.action_space.shape == (spec.act_dim,)
+    low, high = spec.action_bounds  # what o2o.data checks the dataset's actions against
+    assert env.action_space.low.min() == low and env.action_space.high.max() == high
     obs, _ = env.reset(seed=0)
     assert obs.shape == (spec.obs_dim,) and np.all(np.isfinite(obs))
     for _ in range(2):
