@@ -210,10 +210,15 @@ def _save_validator(part: Path, value: str | None) -> None:
     os.replace(tmp, side)
 
 
-def _restart(part: Path, why: str) -> _Interrupted:
-    """Drop the partial download (and its validator); the _Interrupted to raise so the next attempt starts afresh."""
+def _drop_partial(part: Path) -> None:
+    """Delete a partial download and its saved validator."""
     part.unlink(missing_ok=True)
     _validator_file(part).unlink(missing_ok=True)
+
+
+def _restart(part: Path, why: str) -> _Interrupted:
+    """Drop the partial download; the _Interrupted to raise so that the next attempt starts from zero."""
+    _drop_partial(part)
     return _Interrupted(f"{why}; restarting from zero")
 
 
@@ -281,7 +286,7 @@ def _attempt(url: str, part: Path, progress: bool, timeout: float) -> int | None
     if total is not None and size < total:
         raise _Interrupted(f"short read: got {size} of {total} bytes")
     if total is not None and size > total:
-        _restart(part, "too long")
+        _drop_partial(part)
         raise DownloadError(url, f"size mismatch: got {size} bytes, server announced {total}")
     return total
 
@@ -333,7 +338,7 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
     problem = check(part, digest) if check is not None else None
     _validator_file(part).unlink(missing_ok=True)
     if problem is not None:
-        part.unlink(missing_ok=True)
+        _drop_partial(part)
         raise DownloadError(url, f"the downloaded file was refused and deleted: {problem}")
     _sidecar(dest).unlink(missing_ok=True)
     os.replace(part, dest)
