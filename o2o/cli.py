@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -126,7 +127,12 @@ def parse_config(cls: type[C], presets: Callable[[DatasetSpec], dict[str, Any]] 
     return cfg
 
 
+def path_part(name: str) -> str:
+    """`name` as one directory name: ':', '/' and '\\' become '_', and leading dots too (so '..' cannot climb)."""
+    safe = re.sub(r"[:/\\]", "_", name)
+    return re.sub(r"^\.+", lambda m: "_" * len(m.group()), safe) or "_"
+
+
 def default_out(algorithm: str, cfg: RunConfig) -> str:
-    """runs/<algorithm>/<dataset>/seed<seed> when --out is not given."""
-    safe = cfg.dataset.replace(":", "_").replace("/", "_")
-    return cfg.out or f"runs/{algorithm}/{safe}/seed{cfg.seed}"
+    """runs/<algorithm>/<dataset>/seed<seed> when --out is not given (the dataset as one directory name)."""
+    return cfg.out or f"runs/{algorithm}/{path_part(cfg.dataset)}/seed{cfg.seed}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,9 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from o2o.registry import REGISTRY, DatasetSpec, get_spec, normalized_score, spec_for_env
+from o2o.registry import REGISTRY, DatasetSpec, get_spec, is_file_name, normalized_score, spec_for_env
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+FLAG_KEYS = ("terminals", "timeouts")
+# How far (as a fraction of the action box's half-width) an action may lie outside the env's bounds: float rounding
+# of data clipped to the bounds passes, anything beyond would make tanh-policy log-likelihoods meaningless.
+ACTION_TOLERANCE = 1e-3
 
 
 class DatasetError(ValueError):
@@ -126,12 +129,63 @@ def read_hdf5(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def check_hdf5(path: str | Path) -> None:
-    """Raise DatasetError unless the file opens as HDF5 and holds D4RL's required keys (used to detect bad caches)."""
-    raw = read_hdf5(path)
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
-    if missing:
-        raise _fail(path, f"missing key(s) {', '.join(missing)} (a D4RL file has {', '.join(REQUIRED_KEYS)})")
+def check_hdf5(path: str | Path, spec: DatasetSpec | None = None) -> None:
+    """Raise DatasetError unless the file is a readable D4RL-layout HDF5 file (and, given `spec`, of its dims).
+
+    Reads shapes and each array's last row only (a truncated file fails there), not the data: a quick check of a
+    download or a cached file before it is trusted.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in REQUIRED_KEYS if not isinstance(f.get(k), h5py.Dataset)]
+            if missing:
+                raise _fail(path, f"missing key(s) {', '.join(missing)} (a D4RL file has {', '.join(REQUIRED_KEYS)})")
+            rows = {k: f[k].shape[0] if f[k].shape else 0 for k in (*REQUIRED_KEYS, "timeouts") if k in f}
+            if len(set(rows.values())) != 1:
+                raise _fail(path, f"length mismatch: {', '.join(f'{k} has {n} rows' for k, n in rows.items())}")
+            for k in rows:
+                if rows[k]:
+                    f[k][-1]
+            obs, act = f["observations"].shape, f["actions"].shape
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise _fail(path, f"not a readable HDF5 file (truncated or corrupt?): {e}") from None
+    if spec is not None and (obs[1:] != (spec.obs_dim,) or act[1:] != (spec.act_dim,)):
+        raise _fail(path, f"observations {obs} and actions {act} do not have {spec.name}'s dims "
+                          f"({spec.obs_dim} and {spec.act_dim})")
+
+
+def _numeric(origin: Any, key: str, arr: np.ndarray) -> np.ndarray:
+    """`arr` unchanged if it holds numbers (bool, int or float); DatasetError naming `key` otherwise."""
+    if arr.dtype.kind not in "biuf":
+        raise _fail(origin, f"{key} must be numeric, but its dtype is {arr.dtype}")
+    return arr
+
+
+def _flags(origin: Any, key: str, arr: np.ndarray) -> np.ndarray:
+    """A terminals/timeouts array as bool; DatasetError unless it is boolean or holds only 0 and 1 (NaN is neither)."""
+    arr = _numeric(origin, key, np.asarray(arr)).reshape(-1)
+    if arr.dtype.kind == "b":
+        return arr
+    bad = ~((arr == 0) | (arr == 1))
+    if bad.any():
+        raise _fail(origin, f"{key} must be boolean or 0/1, but {int(bad.sum())} value(s) are not "
+                            f"(first: {arr[bad][0].item()!r} at row {int(np.flatnonzero(bad)[0])})")
+    return arr.astype(bool)
+
+
+def _check_action_bounds(origin: Any, act: np.ndarray, spec: DatasetSpec) -> None:
+    """DatasetError when an action lies outside the env's action bounds by more than ACTION_TOLERANCE."""
+    low, high = spec.action_bounds
+    slack = ACTION_TOLERANCE * (high - low) / 2 if np.isfinite(high - low) else 0.0
+    out = (act < low - slack) | (act > high + slack)
+    if out.any():
+        raise _fail(origin, f"{int(out.sum())} action value(s) lie outside the action bounds [{low:g}, {high:g}] of "
+                            f"{spec.env_id} (seen [{float(act.min()):.4g}, {float(act.max()):.4g}], "
+                            f"tolerance {slack:g})")
 
 
 def from_arrays(raw: dict[str, np.ndarray], spec: DatasetSpec, origin: str = "<arrays>") -> Dataset:
@@ -139,16 +193,16 @@ def from_arrays(raw: dict[str, np.ndarray], spec: DatasetSpec, origin: str = "<a
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
         raise _fail(origin, f"missing key(s) {', '.join(missing)} (a D4RL file has {', '.join(REQUIRED_KEYS)})")
-    obs = np.asarray(raw["observations"])
-    act = np.asarray(raw["actions"])
-    rew = np.asarray(raw["rewards"]).reshape(-1)
-    term = np.asarray(raw["terminals"]).reshape(-1).astype(bool)
+    obs = _numeric(origin, "observations", np.asarray(raw["observations"]))
+    act = _numeric(origin, "actions", np.asarray(raw["actions"]))
+    rew = _numeric(origin, "rewards", np.asarray(raw["rewards"])).reshape(-1)
+    term = _flags(origin, "terminals", raw["terminals"])
     n = len(rew)
     if n == 0:
         raise _fail(origin, "the dataset is empty")
     if obs.ndim != 2 or act.ndim != 2:
         raise _fail(origin, f"observations and actions must be 2-D, got shapes {obs.shape} and {act.shape}")
-    tout = np.asarray(raw["timeouts"]).reshape(-1).astype(bool) if "timeouts" in raw else None
+    tout = _flags(origin, "timeouts", raw["timeouts"]) if "timeouts" in raw else None
     for key, arr in (("observations", obs), ("actions", act), ("terminals", term), ("timeouts", tout)):
         if arr is not None and len(arr) != n:
             raise _fail(origin, f"length mismatch: {key} has {len(arr)} rows, rewards has {n}")
@@ -157,17 +211,19 @@ def from_arrays(raw: dict[str, np.ndarray], spec: DatasetSpec, origin: str = "<a
     if act.shape[1] != spec.act_dim:
         raise _fail(origin, f"action dim {act.shape[1]} does not match {spec.env_id} ({spec.act_dim})")
     nxt = raw.get("next_observations")
-    if nxt is not None and np.asarray(nxt).shape != obs.shape:
-        raise _fail(origin, f"next_observations shape {np.asarray(nxt).shape} != observations shape {obs.shape}")
+    if nxt is not None:
+        nxt = _numeric(origin, "next_observations", np.asarray(nxt))
+        if nxt.shape != obs.shape:
+            raise _fail(origin, f"next_observations shape {nxt.shape} != observations shape {obs.shape}")
     for key, arr in (("observations", obs), ("actions", act), ("rewards", rew), ("next_observations", nxt)):
         if arr is not None and not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             raise _fail(origin, f"{key} holds {bad} NaN/inf value(s)")
+    _check_action_bounds(origin, act, spec)
     infos = {k: np.asarray(v) for k, v in raw.items() if k.startswith("infos/") and len(np.asarray(v)) == n}
 
     if nxt is not None:
         keep = np.ones(n, dtype=bool)
-        nxt = np.asarray(nxt)
         timeouts = tout if tout is not None else np.zeros(n, dtype=bool)
         ends = term | timeouts
     else:
@@ -235,14 +291,16 @@ def load_file(path: str | Path, env_id: str | None = None, name: str | None = No
 
 
 def _with_file_dims(spec: DatasetSpec, env_id: str) -> DatasetSpec:
-    """For a bring-your-own env id, take dims and time limit from the gymnasium env itself."""
-    from o2o.envs import env_dims
+    """For a bring-your-own env id, take dims, action bounds and time limit from the gymnasium env itself."""
+    from o2o.envs import env_action_bounds, env_dims
 
     try:
         obs_dim, act_dim, steps = env_dims(env_id)
+        bounds = env_action_bounds(env_id)
     except Exception as e:  # gymnasium raises many types for an unknown id
         raise DatasetError(f"cannot create environment {env_id!r}: {e}") from None
-    return replace(spec, obs_dim=obs_dim, act_dim=act_dim, max_episode_steps=steps or spec.max_episode_steps)
+    return replace(spec, obs_dim=obs_dim, act_dim=act_dim, max_episode_steps=steps or spec.max_episode_steps,
+                   action_bounds=bounds)
 
 
 def load_dataset(name: str, env_id: str | None = None, progress: bool = True) -> Dataset:
@@ -255,12 +313,12 @@ def load_dataset(name: str, env_id: str | None = None, progress: bool = True) ->
         spec = get_spec(name)
         path = local_path(name, create=True)
         return from_arrays(read_hdf5(path), spec, origin=str(path))
-    if name.endswith((".hdf5", ".h5")) or os.sep in name or Path(name).exists():
+    if is_file_name(name):
         return load_file(name, env_id=env_id)
     spec = get_spec(name)
     from o2o.download import fetch_d4rl
 
-    path = fetch_d4rl(spec, validate=check_hdf5, progress=progress)
+    path = fetch_d4rl(spec, validate=lambda p: check_hdf5(p, spec), progress=progress)
     return from_arrays(read_hdf5(path), spec, origin=str(path))
 
 

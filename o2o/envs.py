@@ -119,14 +119,29 @@ def make_vector_env(spec: DatasetSpec | str, num_envs: int,
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def env_dims(env_id: str) -> tuple[int, int, int | None]:
-    """(obs_dim, act_dim, max_episode_steps) of a gymnasium env id."""
+def _make_quiet(env_id: str) -> gym.Env:
+    """gym.make(env_id) without the env checker and its warnings."""
     _register_robotics()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        env = gym.make(env_id, disable_env_checker=True)
+        return gym.make(env_id, disable_env_checker=True)
+
+
+def env_dims(env_id: str) -> tuple[int, int, int | None]:
+    """(obs_dim, act_dim, max_episode_steps) of a gymnasium env id."""
+    env = _make_quiet(env_id)
     space = env.observation_space
     obs_dim = int(gym.spaces.flatdim(space))
     steps = env.spec.max_episode_steps if env.spec else None
     env.close()
     return obs_dim, int(np.prod(env.action_space.shape)), steps
+
+
+def env_action_bounds(env_id: str) -> tuple[float, float]:
+    """(lowest, highest) bound over the components of a gymnasium env's Box action space (±inf when unbounded)."""
+    env = _make_quiet(env_id)
+    space = env.action_space
+    env.close()
+    if not isinstance(space, gym.spaces.Box):
+        return -np.inf, np.inf
+    return float(np.min(space.low)), float(np.max(space.high))

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from o2o.cli import BUDGETS
+from o2o.cli import BUDGETS, path_part
 from o2o.records import atomic_write, is_finished, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +223,7 @@ def unknown_args(suite: Suite) -> list[str]:
 
 
 def _safe(dataset: str) -> str:
-    return dataset.replace(":", "_").replace("/", "_")
+    return path_part(dataset)
 
 
 def _display_path(p: Path) -> str:
@@ -494,6 +494,14 @@ def plan_run(run: Run, retry_failed: bool = True) -> Plan:
         return Plan(run, "start")
     if _locked(out):
         return Plan(run, "busy", "another process is running it")
+    return _plan_from_records(run, retry_failed)
+
+
+def _plan_from_records(run: Run, retry_failed: bool = True) -> Plan:
+    """plan_run without the lock test: what the run directory's records say (also used under the run's lock)."""
+    out = Path(run.out)
+    if not out.exists():
+        return Plan(run, "start")
     stale = _stale_reason(run)
     if stale:
         return Plan(run, "rerun", f"stale: {stale}")
@@ -564,16 +572,20 @@ def _launch(plan: Plan, env: dict[str, str]) -> _Active | None:
     except BlockingIOError:
         os.close(fd)
         return None
+    now = _plan_from_records(run)  # planned before the lock: another runner may have run it since
+    if now.action == "skip":
+        os.close(fd)
+        return None
     log = None
     try:
-        if plan.action == "rerun":
+        if now.action == "rerun":
             _clear_records(out)
         resume = (out / "checkpoint.pt").exists()
         cmd = run.command(resume=resume)
         previous = _read_json(out / RUN_FILE) or {}
         atomic_write(out / RUN_FILE, json.dumps({
             "spec": run.spec(), "command": shlex.join(cmd), "resume": resume,
-            "attempts": int(previous.get("attempts", 0)) + 1 if plan.action != "rerun" else 1,
+            "attempts": int(previous.get("attempts", 0)) + 1 if now.action != "rerun" else 1,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }, indent=2) + "\n")
         log = open(out / LOG_FILE, "ab")
@@ -656,11 +668,20 @@ def _stop(act: _Active, grace: float = 10.0) -> None:
     os.close(act.lock_fd)
 
 
+def _not_started(run: Run) -> Outcome:
+    """How a run _launch did not start ended: finished by another runner since it was planned, else busy."""
+    out = Path(run.out)
+    if is_finished(out) and not _stale_reason(run):
+        s = read_summary(out) or {}
+        return Outcome(run, str(s.get("status")), None, 0.0, s.get("error"), s.get("last_score"))
+    return Outcome(run, "busy")
+
+
 def execute_run(plan: Plan, env: dict[str, str]) -> Outcome:
     """Run one planned run to its end (blocking): lock, start, wait, record."""
     act = _launch(plan, env)
     if act is None:
-        return Outcome(plan.run, "busy")
+        return _not_started(plan.run)
     try:
         rc = act.proc.wait()
     except BaseException:
@@ -790,15 +811,20 @@ def default_out(suite: Suite) -> Path:
     return RESULTS_DIR / suite.name / "runs"
 
 
+# What a run's loader does with a `local:` name (o2o.generate.local_path): generate it when missing, keep an existing
+# file whatever its size, regenerate it (at its own size and seed) only when its behaviour policy changed.
+_PREPARE = "import sys\nfrom o2o.generate import local_path\nprint(local_path(sys.argv[1], create=True))\n"
+
+
 def prepare_datasets(plans: list[Plan], env: dict[str, str], out: Path, stream: TextIO) -> None:
-    """Generate the `local:` datasets of the runs to execute once, before the sweep (not once per worker)."""
+    """Make the `local:` datasets of the runs to execute once, before the sweep (not once per worker)."""
     names = sorted({p.run.dataset for p in plans if p.executes and p.run.dataset.startswith("local:")})
     for name in names:
         t0 = time.time()
         with open(out / "prepare.log", "ab") as log:
-            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} generate {name}\n".encode())
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} prepare {name}\n".encode())
             log.flush()
-            rc = subprocess.run([sys.executable, "-m", "o2o.data", "generate", name], cwd=ROOT, env=env,
+            rc = subprocess.run([sys.executable, "-c", _PREPARE, name], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
         state = "ok" if rc == 0 else f"FAILED (exit {rc}; see {out / 'prepare.log'}; its runs will fail)"
         print(f"  dataset   {name}: {state} in {_fmt_time(time.time() - t0)}", file=stream, flush=True)
@@ -880,7 +906,7 @@ def _sweep_local(todo: list[Plan], env: dict[str, str], workers: int, out: Path,
                 plan = pending.popleft()
                 act = _launch(plan, env)
                 if act is None:
-                    _record(Outcome(plan.run, "busy"), out, progress, result)
+                    _record(_not_started(plan.run), out, progress, result)
                 else:
                     active.append(act)
                     print(f"  started   {plan.run.id}{' (resume)' if act.resumed else ''}", file=progress.stream,
@@ -1008,6 +1034,31 @@ def report(suite: Suite, runs: str | Path | None = None, out: str | Path | None 
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
+def suite_problems(name: str | Path) -> list[str]:
+    """One line per problem that makes runs of a suite fail: schema, missing algorithm file, unknown field."""
+    try:
+        s = load_suite(name, check_files=False)
+    except SuiteError as e:
+        return [str(e)]
+    return s.missing_files() + unknown_args(s)
+
+
+def validate_suites(names: Iterable[str | Path], stream: TextIO | None = None) -> int:
+    """`validate`: 'ok' per sound suite, 'error: ...' on stderr per problem; 1 when any suite has a problem."""
+    stream = stream or sys.stdout
+    bad = 0
+    for name in names:
+        problems = suite_problems(name)
+        for m in problems:
+            print(f"error: {m}", file=sys.stderr)
+        if problems:
+            bad += 1
+        else:
+            s = load_suite(name, check_files=False)
+            print(f"ok: {name}: {len(s.runs(default_out(s)))} runs", file=stream)
+    return 1 if bad else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m o2o.suite", description=__doc__.split("\n", 1)[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
@@ -1065,17 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:12s} {len(s.runs(default_out(s))):5d} runs, budget {s.budget:5s} {s.description}")
             return 0
         if args.cmd == "validate":
-            problems = 0
-            for name in args.suites or suite_names():
-                try:
-                    s = load_suite(name, check_files=False)
-                    for m in s.missing_files() + unknown_args(s):
-                        print(f"warning: {m}")
-                    print(f"ok: {name}: {len(s.runs(default_out(s)))} runs")
-                except SuiteError as e:
-                    problems += 1
-                    print(f"error: {e}", file=sys.stderr)
-            return 1 if problems else 0
+            return validate_suites(args.suites or suite_names())
         suite = load_suite(args.suite, check_files=False)
         if args.cmd == "collect":
             collect(suite, args.runs, args.out)

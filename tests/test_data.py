@@ -97,11 +97,11 @@ def test_file_with_next_observations_keeps_every_transition():
 
 def test_next_actions_and_mc_returns_stay_within_episodes():
     raw = _raw()
-    raw["actions"] = np.arange(6, dtype=np.float32)[:, None].repeat(3, 1)
+    raw["actions"] = np.arange(6, dtype=np.float32)[:, None].repeat(3, 1) / 8  # within the action bounds [-1, 1]
     raw["next_observations"] = raw["observations"] + 1
     raw["terminals"] = np.array([0, 1, 0, 0, 0, 1], bool)
     ds = from_arrays(raw, _spec())
-    assert ds.next_actions()[:, 0].tolist() == [1, 1, 3, 4, 5, 5]
+    assert (ds.next_actions()[:, 0] * 8).tolist() == [1, 1, 3, 4, 5, 5]
     np.testing.assert_allclose(ds.mc_returns(0.5), [0 + 0.5 * 1, 1, 2 + 0.5 * 3 + 0.25 * 4 + 0.125 * 5,
                                                     3 + 0.5 * 4 + 0.25 * 5, 4 + 0.5 * 5, 5])
 
@@ -115,6 +115,14 @@ def test_next_actions_and_mc_returns_stay_within_episodes():
     (lambda r: r.__setitem__("actions", np.zeros((6, 6), np.float32)), "action dim 6"),
     (lambda r: r.__setitem__("next_observations", np.zeros((5, 11), np.float32)), "next_observations shape"),
     (lambda r: r.__setitem__("timeouts", np.ones(4, bool)), "length mismatch"),
+    (lambda r: r.__setitem__("terminals", np.array([0, 0, np.nan, 0, 0, 0])), "terminals must be boolean or 0/1"),
+    (lambda r: r.__setitem__("terminals", np.array([0, 2, 0, 0, 0, 1])), r"terminals .* \(first: 2 at row 1\)"),
+    (lambda r: r.__setitem__("timeouts", np.array([0, 0, 0, -1, 0, 0], np.int8)), "timeouts must be boolean or 0/1"),
+    (lambda r: r.__setitem__("timeouts", np.array([b"0"] * 6)), "timeouts must be numeric"),
+    (lambda r: r.__setitem__("rewards", np.array([b"1.5"] * 6)), "rewards must be numeric"),
+    (lambda r: r.__setitem__("observations", np.full((6, 11), b"x")), "observations must be numeric"),
+    (lambda r: r["actions"].__setitem__((3, 2), 1.5), r"1 action value\(s\) lie outside the action bounds \[-1, 1\]"),
+    (lambda r: r["actions"].__setitem__((0, 0), -1.01), "outside the action bounds"),
 ])
 def test_bad_arrays_raise_one_clear_error(tmp_path, mutate, match):
     raw = _raw()
@@ -123,7 +131,60 @@ def test_bad_arrays_raise_one_clear_error(tmp_path, mutate, match):
     write_d4rl_hdf5(path, raw)
     with pytest.raises(DatasetError, match=match) as e:
         load_file(path, name="hopper-medium-v2")
-    assert str(path) in str(e.value)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_flags_as_numbers_and_actions_at_the_bounds_load():
+    raw = _raw()
+    raw["terminals"] = np.array([0, 0, 1, 0, 0, 0], np.float32)
+    raw["timeouts"] = np.array([0, 0, 0, 0, 1, 0], np.int64)
+    raw["actions"][:, 0] = [1.0, -1.0, 1.0005, -1.0005, 0.5, 0.0]  # within the tolerance of float rounding
+    ds = from_arrays(raw, _spec())
+    assert ds.terminals.tolist() == [False, False, True, False]
+    assert ds.timeouts.tolist() == [False, False, False, True]
+
+
+def test_cli_string_rewards_and_nan_terminals_are_one_line(capsys, tmp_path):
+    for key, value in (("rewards", np.array([b"1"] * 6)), ("terminals", np.full(6, np.nan))):
+        raw = _raw()
+        raw[key] = value
+        path = tmp_path / f"bad_{key}.hdf5"
+        write_d4rl_hdf5(path, raw)
+        assert data.main(["info", str(path), "--env", "Hopper-v5"]) == 2
+        err = capsys.readouterr().err  # (gymnasium-robotics may print a registration notice before it)
+        assert err.splitlines()[-1].startswith(f"error: {path}: {key} must be") and "Traceback" not in err
+
+
+def test_registry_action_bounds_are_the_envs(monkeypatch):
+    from o2o.envs import env_action_bounds
+
+    for family in ("hopper", "halfcheetah", "walker2d", "ant"):
+        spec = next(s for s in REGISTRY.values() if s.family == family)
+        assert env_action_bounds(spec.env_id) == spec.action_bounds == (-1.0, 1.0)
+
+
+def test_file_without_env_asks_for_env(tmp_path, capsys):
+    from o2o.cli import RunConfig, parse_config
+
+    with pytest.raises(DatasetError, match="--env"):
+        load_dataset("notes.txt")
+    with pytest.raises(SystemExit) as e:
+        parse_config(RunConfig, presets=lambda spec: {}, argv=["--dataset", "notes.txt"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--env" in err and "unknown dataset" not in err
+    with pytest.raises(KeyError, match="unknown dataset"):
+        get_spec("hopper-mediun-v2")
+
+
+def test_default_out_stays_inside_runs():
+    from o2o.cli import RunConfig, default_out
+
+    for name in ("..", ".", "../../etc", "local:hopper-medium", "/abs/path/my.hdf5"):
+        out = Path(default_out("iql", RunConfig(dataset=name, seed=3)))
+        assert out.parts[:2] == ("runs", "iql") and len(out.parts) == 4 and out.parts[2] not in (".", ".."), name
+        assert (Path("/r") / out).resolve().is_relative_to(Path("/r/runs/iql"))
+    assert default_out("iql", RunConfig(dataset="local:hopper-medium")) == "runs/iql/local_hopper-medium/seed0"
 
 
 def test_truncated_and_corrupt_files(tmp_path, hopper_file):
@@ -184,7 +245,35 @@ def mirror(tmp_path, monkeypatch, hopper_arrays):
     server.shutdown()
 
 
+def _pin_mirror_file(cache: Path) -> None:
+    """Trust the mirror's hopper file (not D4RL's): pin its sha256 in <cache>/checksums.txt."""
+    from o2o.download import sha256_file
+
+    served = cache.parent / "mirror" / get_spec("hopper-medium-v2").filename
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "checksums.txt").write_text(f"{sha256_file(served)}  {served.name}\n")
+
+
+def test_other_dataset_under_a_d4rl_name_is_refused(mirror, capsys):
+    # A valid hopper dataset with the right dims, served as hopper_medium-v2.hdf5, is still not D4RL's file.
+    assert data.main(["info", "hopper-medium-v2"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "GET /" not in ln]  # (the server's access log)
+    assert len(err) == 1 and err[0].startswith("error: ") and "not the file of hopper-medium-v2" in err[0]
+    assert sorted(p.name for p in mirror.iterdir() if not p.name.endswith(".lock")) == []
+
+
+def test_downloaded_file_of_wrong_dims_is_refused(mirror, monkeypatch):
+    spec = dataclasses.replace(get_spec("walker2d-medium-v2"), url=get_spec("hopper-medium-v2").url,
+                               file_size=None, sha256=None)  # nothing known but the dims: 17 and 6
+    monkeypatch.setitem(REGISTRY, "walker2d-medium-v2", spec)
+    from o2o.download import DownloadError
+
+    with pytest.raises(DownloadError, match=r"do not have walker2d-medium-v2's dims \(17 and 6\)"):
+        load_dataset("walker2d-medium-v2", progress=False)
+
+
 def test_d4rl_name_through_mirror_and_corrupt_cache_refetched(mirror, capsys, hopper_arrays):
+    _pin_mirror_file(mirror)
     assert data.main(["info", "hopper-medium-v2"]) == 0
     assert "hopper-medium-v2" in capsys.readouterr().out
     cached = mirror / get_spec("hopper-medium-v2").filename

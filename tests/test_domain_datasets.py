@@ -20,13 +20,24 @@ NAMES = ["ant-medium-v2", "antmaze-umaze-v2", "antmaze-large-diverse-v0", "pen-h
          "kitchen-mixed-v0"]
 
 
+def _place_stand_in(cache, spec, raw) -> None:
+    """Write a stand-in under the file name d4rl itself would have cached, pinned in the cache's checksums.txt (it is
+    not D4RL's file, whose sha256 the registry knows for most names)."""
+    from o2o.download import sha256_file
+
+    path = cache / spec.filename
+    write_d4rl_hdf5(path, raw)
+    with open(cache / "checksums.txt", "a") as f:
+        f.write(f"{sha256_file(path)}  {spec.filename}\n")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_stand_in_loads_adapts_and_evaluates(name, tmp_path, monkeypatch, capsys):
     spec = get_spec(name)
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
     monkeypatch.delenv("O2O_D4RL_BASE_URL", raising=False)
     raw = rollout(spec, random_policy(spec.act_dim, 0.3), 120, seed=1)
-    write_d4rl_hdf5(tmp_path / spec.filename, raw)  # the file name d4rl itself would have cached
+    _place_stand_in(tmp_path, spec, raw)
     ds = load_dataset(name, progress=False)
     assert ds.obs_dim == spec.obs_dim and ds.act_dim == spec.act_dim and len(ds) == 120
     assert data.main(["info", name]) == 0
@@ -59,7 +70,7 @@ def _stand_in(name, tmp_path, monkeypatch, n=150, edit=None):
     raw = rollout(spec, random_policy(spec.act_dim, 0.5), n, seed=3)
     if edit is not None:
         edit(raw)
-    write_d4rl_hdf5(tmp_path / spec.filename, raw)
+    _place_stand_in(tmp_path, spec, raw)
     return raw, load_dataset(name, progress=False)
 
 

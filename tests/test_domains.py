@@ -30,6 +30,8 @@ def test_dims_time_limit_and_success(name: str) -> None:
     assert env.observation_space.shape == (spec.obs_dim,)
     assert env.observation_space.dtype in (np.float32, np.float64)
     assert env.action_space.shape == (spec.act_dim,)
+    low, high = spec.action_bounds  # what o2o.data checks the dataset's actions against
+    assert env.action_space.low.min() == low and env.action_space.high.max() == high
     obs, _ = env.reset(seed=0)
     assert obs.shape == (spec.obs_dim,) and np.all(np.isfinite(obs))
     for _ in range(2):
@@ -279,3 +281,25 @@ def test_adroit_pen_drop_ends_episode_like_d4rl() -> None:
     adroit.restore_state(env, qpos, state["qvel"])
     _, reward, terminated, _, info = env.step(np.zeros(24, dtype=np.float32))
     assert terminated and reward == pytest.approx(info["gym_reward"]) and reward < -4.0
+
+
+def test_antmaze_model_xml_is_checked_before_reuse(tmp_path, monkeypatch) -> None:
+    """The D4RL ant XML is reused only when its content is the expected one, from a directory only we can write."""
+    import hashlib
+    import os
+    import stat
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    first = antmaze.d4rl_ant_xml()
+    expected = open(first).read()
+    digest = hashlib.sha256(expected.encode()).hexdigest()[:16]
+    planted = tmp_path / f"o2o_d4rl_ant_{digest}.xml"  # the predictable shared path another user could write
+    planted.write_text("<mujoco><worldbody/></mujoco>")
+    path = antmaze.d4rl_ant_xml()
+    assert open(path).read() == expected and path != str(planted)
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    open(path, "w").write("<mujoco/>")  # damaged or replaced since: written afresh
+    assert antmaze.d4rl_ant_xml() == path and open(path).read() == expected
+    os.chmod(os.path.dirname(path), 0o777)  # a directory others can write is not used
+    assert os.path.dirname(antmaze.d4rl_ant_xml()) != os.path.dirname(path)

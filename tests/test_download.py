@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import re
 import socket
@@ -31,7 +32,11 @@ class ServerState:
     cut_first: bool = False  # close the connection half way through the first GET
     lie_length: int = 0  # announce this many bytes more than are sent (and ignore Range)
     delay_s: float = 0.0
+    etag: str | None = '"v1"'  # validator sent with every answer (None: no ETag)
+    last_modified: str | None = None
+    honour_if_range: bool = True  # False: answer Range even when If-Range names another version
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    if_ranges: list[str | None] = field(default_factory=list)  # If-Range header of each request
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -46,9 +51,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         st: ServerState = self.server.state  # type: ignore[attr-defined]
         rng = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
         with st.lock:
             st.requests.append((self.path, rng))
+            st.if_ranges.append(if_range)
             first = len(st.requests) == 1
+        current = st.etag or st.last_modified
+        if rng and if_range is not None and if_range != current and st.honour_if_range:
+            rng = None  # RFC 9110: the file changed, so the whole of it (200)
         if st.delay_s:
             time.sleep(st.delay_s)
         data = st.files.get(self.path.lstrip("/"))
@@ -72,7 +82,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, data, {"Content-Length": str(len(data))})
 
     def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
+        st: ServerState = self.server.state  # type: ignore[attr-defined]
         self.send_response(code)
+        if st.etag:
+            headers = {**headers, "ETag": st.etag}
+        if st.last_modified:
+            headers = {**headers, "Last-Modified": st.last_modified}
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
@@ -118,11 +133,17 @@ def _sha(b: bytes) -> str:
 
 
 def _spec_on(monkeypatch: pytest.MonkeyPatch, base: str) -> DatasetSpec:
-    """hopper-medium-v2 served by the local mirror."""
+    """hopper-medium-v2 served by the local mirror, without the registry's known size and sha256 (DATA is not it)."""
     monkeypatch.setenv(dl.ENV_BASE_URL, base + "/")
-    spec = REGISTRY["hopper-medium-v2"]
+    spec = replace(REGISTRY["hopper-medium-v2"], file_size=None, sha256=None)
     assert spec.filename == NAME
     return spec
+
+
+def _part_with_validator(dest: Path, data: bytes, validator: str) -> None:
+    """A partial download as an earlier, killed download left it: the bytes and the validator of its answer."""
+    dest.with_name(dest.name + ".part").write_bytes(data)
+    dest.with_name(dest.name + ".part.validator").write_text(json.dumps({"if_range": validator}))
 
 
 def test_full_download_writes_sha_sidecar(server: tuple[str, ServerState], tmp_path: Path) -> None:
@@ -146,21 +167,75 @@ def test_interrupted_transfer_is_resumed_with_range(server: tuple[str, ServerSta
     assert len(st.requests) == 2
     assert st.requests[0][1] is None
     assert st.requests[1][1] == f"bytes={len(DATA) // 2}-"
+    assert st.if_ranges == [None, '"v1"']  # the resume names the version its first half came from
+    assert not dest.with_name(NAME + ".part.validator").exists()
+
+
+def test_resume_uses_last_modified_without_etag(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, st = server
+    st.cut_first, st.etag, st.last_modified = True, None, "Wed, 21 Oct 2015 07:28:00 GMT"
+    dest = tmp_path / NAME
+    dl.download(f"{base}/{NAME}", dest, progress=False)
+    assert dest.read_bytes() == DATA
+    assert st.if_ranges == [None, st.last_modified]
+
+
+def test_server_without_validator_is_not_resumed(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, st = server
+    st.cut_first, st.etag = True, None  # nothing tells whether the second request gets the same file
+    dest = tmp_path / NAME
+    dl.download(f"{base}/{NAME}", dest, progress=False)
+    assert dest.read_bytes() == DATA
+    assert st.requests == [(f"/{NAME}", None), (f"/{NAME}", None)]
 
 
 def test_existing_part_file_is_resumed(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, st = server
     dest = tmp_path / NAME
-    dest.with_name(NAME + ".part").write_bytes(DATA[:1000])
+    _part_with_validator(dest, DATA[:1000], '"v1"')
     dl.download(f"{base}/{NAME}", dest, progress=False)
     assert dest.read_bytes() == DATA
     assert st.requests == [(f"/{NAME}", "bytes=1000-")]
+    assert st.if_ranges == ['"v1"']
+
+
+def test_part_file_without_validator_starts_again(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, st = server
+    dest = tmp_path / NAME
+    dest.with_name(NAME + ".part").write_bytes(b"\xee" * 1000)  # left by an older version or by hand
+    dl.download(f"{base}/{NAME}", dest, progress=False)
+    assert dest.read_bytes() == DATA
+    assert st.requests == [(f"/{NAME}", None)]
+
+
+def test_file_replaced_on_server_between_kill_and_resume_is_not_spliced(server: tuple[str, ServerState],
+                                                                        tmp_path: Path) -> None:
+    base, st = server
+    new = DATA[::-1]
+    st.files[NAME], st.etag = new, '"v2"'
+    dest = tmp_path / NAME
+    _part_with_validator(dest, DATA[:1000], '"v1"')  # the first 1000 bytes of the old version
+    dl.download(f"{base}/{NAME}", dest, progress=False)
+    assert dest.read_bytes() == new
+    assert st.if_ranges == ['"v1"']
+    assert dl.verify(dest)
+
+
+def test_server_ignoring_if_range_is_caught_by_its_etag(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, st = server
+    new = DATA[::-1]
+    st.files[NAME], st.etag, st.honour_if_range = new, '"v2"', False  # answers 206 with the new version's bytes
+    dest = tmp_path / NAME
+    _part_with_validator(dest, DATA[:1000], '"v1"')
+    dl.download(f"{base}/{NAME}", dest, progress=False)
+    assert dest.read_bytes() == new
+    assert st.requests == [(f"/{NAME}", "bytes=1000-"), (f"/{NAME}", None)]
 
 
 def test_complete_part_file_answered_416_is_finalized(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, st = server
     dest = tmp_path / NAME
-    dest.with_name(NAME + ".part").write_bytes(DATA)
+    _part_with_validator(dest, DATA, '"v1"')
     dl.download(f"{base}/{NAME}", dest, progress=False)
     assert dest.read_bytes() == DATA
     assert st.requests == [(f"/{NAME}", f"bytes={len(DATA)}-")]
@@ -171,7 +246,7 @@ def test_server_ignoring_range_restarts(server: tuple[str, ServerState], tmp_pat
     base, st = server
     st.ignore_range = True
     dest = tmp_path / NAME
-    dest.with_name(NAME + ".part").write_bytes(b"\xff" * 5000)  # appending the full body to this would be wrong
+    _part_with_validator(dest, b"\xff" * 5000, '"v1"')  # appending the full body to this would be wrong
     dl.download(f"{base}/{NAME}", dest, progress=False)
     assert dest.read_bytes() == DATA
     assert st.requests == [(f"/{NAME}", "bytes=5000-")]
@@ -324,7 +399,7 @@ def test_mirror_and_cache_dir_used_by_fetch(server: tuple[str, ServerState], mon
     st.files["sub/" + NAME] = DATA
     monkeypatch.setenv(dl.ENV_BASE_URL, base + "/sub")
     monkeypatch.setenv(dl.ENV_CACHE_DIR, str(tmp_path / "elsewhere"))
-    path = dl.fetch_d4rl(REGISTRY["hopper-medium-v2"], progress=False)
+    path = dl.fetch_d4rl(replace(REGISTRY["hopper-medium-v2"], file_size=None, sha256=None), progress=False)
     assert path == tmp_path / "elsewhere" / NAME and path.read_bytes() == DATA
     assert st.requests == [(f"/sub/{NAME}", None)]
 
@@ -370,3 +445,68 @@ def test_truncated_hdf5_is_refetched_with_h5py_validator(server: tuple[str, Serv
         assert dl.fetch_d4rl(spec, validate=validate, progress=False) == path
     assert path.read_bytes() == good
     assert len(st.requests) == 1
+
+
+def _cache_files(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "cache").glob("*") if not p.name.endswith(".lock"))
+
+
+def test_registry_knows_d4rl_file_content() -> None:
+    spec = REGISTRY["hopper-medium-v2"]
+    assert spec.file_size == 152756557
+    assert spec.sha256 == "5bdf1bc4a713c82941de44633df669b36c89850b652a25985166796d25cf71a0"
+    known = [s for s in REGISTRY.values() if s.sha256 is not None]
+    assert len(known) == 44 and all(len(s.sha256) == 64 and s.file_size > 10**6 for s in known)
+    assert len({s.sha256 for s in known}) == len(known)
+
+
+def test_other_file_served_under_a_d4rl_name_is_refused(server: tuple[str, ServerState],
+                                                        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    base, st = server
+    monkeypatch.setenv(dl.ENV_BASE_URL, base)
+    with pytest.raises(dl.DownloadError, match="not the file of hopper-medium-v2") as ei:
+        dl.fetch_d4rl(REGISTRY["hopper-medium-v2"], progress=False)
+    assert "\n" not in str(ei.value) and "checksums.txt" in str(ei.value)
+    assert _cache_files(tmp_path) == []  # nothing accepted, nothing half-written
+
+
+def test_pinned_checksum_is_honoured(server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch,
+                                     tmp_path: Path) -> None:
+    base, st = server
+    monkeypatch.setenv(dl.ENV_BASE_URL, base)
+    spec = REGISTRY["hopper-medium-v2"]
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "checksums.txt").write_text(f"# my mirror\n{_sha(DATA)}  {NAME}\n")
+    assert dl.fetch_d4rl(spec, progress=False).read_bytes() == DATA  # the pin replaces the registry's values
+    other = tmp_path / "pins.sha256"
+    other.write_text(f"{_sha(b'something else')} *{NAME}\n")
+    monkeypatch.setenv(dl.ENV_CHECKSUMS, str(other))
+    assert dl.checksums_path() == other
+    with pytest.warns(UserWarning, match="not the file of hopper-medium-v2"):
+        with pytest.raises(dl.DownloadError, match=_sha(b"something else")):
+            dl.fetch_d4rl(spec, progress=False)  # the cached copy and the download both differ from the pin
+    assert _cache_files(tmp_path) == ["checksums.txt"]
+
+
+def test_bad_checksums_file_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from o2o.data import DatasetError
+
+    bad = tmp_path / "pins.txt"
+    bad.write_text("abc hopper_medium-v2.hdf5\n")
+    monkeypatch.setenv(dl.ENV_CHECKSUMS, str(bad))
+    with pytest.raises(DatasetError, match=re.escape(f"{bad}:1: not a checksum line")):
+        dl.fetch_d4rl(REGISTRY["hopper-medium-v2"], progress=False)
+
+
+def test_cached_file_without_sidecar_is_checked_before_its_sidecar_is_written(
+        server: tuple[str, ServerState], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    base, st = server
+    del st.files[NAME]  # the mirror cannot replace it: 404
+    monkeypatch.setenv(dl.ENV_BASE_URL, base)
+    path = tmp_path / "cache" / NAME
+    path.parent.mkdir(parents=True)
+    path.write_bytes(DATA)  # valid-looking, but not hopper-medium-v2's file
+    with pytest.warns(UserWarning, match="not the file of hopper-medium-v2"):
+        with pytest.raises(dl.DownloadError, match="404"):
+            dl.fetch_d4rl(REGISTRY["hopper-medium-v2"], progress=False)
+    assert _cache_files(tmp_path) == []

@@ -328,3 +328,52 @@ def test_ray_backend(tmp_path: Path) -> None:
     assert len((out / "failures.csv").read_text().splitlines()) == 3
     again = S.run_suite(s, out=out, dry_run=True)
     assert {p.action for p in again.plans if p.run.algorithm == "a"} == {"skip"}
+
+
+# ---------------------------------------------------------------------------------------------- run safety (issue 14)
+def test_validate_fails_for_a_suite_whose_runs_would_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing algorithm file and an unknown field are errors of `validate` (one line each, exit 1), not warnings."""
+    body = with_(algorithms={"gone": {"file": "baselines/nope_missing.py"},
+                             "typo": {"file": str(FAKE), "args": {"dye_at": 2}}})
+    path = write_suite(tmp_path, body)
+    assert S.main(["validate", str(path)]) == 1
+    out, err = capsys.readouterr()
+    errors = err.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("error: ") for e in errors)
+    assert "algorithms.gone.file: no such file" in errors[0] and "algorithms.typo.args.dye_at" in errors[1]
+    assert "ok:" not in out
+    assert S.main(["validate", str(write_suite(tmp_path, VALID, name="fine"))]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")
+
+
+def test_second_runner_does_not_relaunch_a_run_finished_since_it_planned(tmp_path: Path) -> None:
+    """Two runners plan the same run; the second takes the lock after the first finished it: nothing is rerun."""
+    s = S.load_suite(write_suite(tmp_path, VALID))
+    run = s.runs(tmp_path / "runs")[0]
+    first, second = S.plan_run(run), S.plan_run(run)
+    assert first.action == second.action == "start"
+    env = S.worker_env(1)
+    assert S.execute_run(first, env).status == "finished"
+    again = S.execute_run(second, env)
+    assert again.status == "finished" and again.score == 40.0
+    assert len(lines(Path(run.out) / "argv.txt")) == 1
+
+
+def test_prepare_keeps_a_custom_size_local_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Preparing a sweep does what the run's loader does: an existing local: file keeps its size (not 1M)."""
+    from o2o.generate import _read_meta, generate
+
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / "data"))
+    path = generate("local:hopper-random", size=300)
+    before = (path.stat().st_mtime_ns, _read_meta(path)["size"])
+    s = S.load_suite(write_suite(tmp_path, with_(datasets=["local:hopper-random"])))
+    plans = [S.plan_run(r) for r in s.runs(tmp_path / "runs")]
+    S.prepare_datasets(plans, S.worker_env(1), tmp_path, sys.stdout)
+    assert "local:hopper-random: ok" in capsys.readouterr().out
+    assert (path.stat().st_mtime_ns, _read_meta(path)["size"]) == before == (before[0], 300)
+
+
+def test_run_directory_of_a_dataset_stays_inside_the_runs_directory(tmp_path: Path) -> None:
+    """Dataset names become one directory name (the same rule as the algorithm files' default --out)."""
+    assert S._safe("local:hopper-medium") == "local_hopper-medium" and S._safe("..") == "__"

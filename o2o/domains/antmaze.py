@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -196,13 +197,40 @@ def d4rl_ant_xml() -> str:
         motor.set("ctrlrange", "-1.0 1.0")
     text = ET.tostring(root, encoding="unicode")
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = os.path.join(tempfile.gettempdir(), f"o2o_d4rl_ant_{digest}.xml")
-    if not os.path.exists(path):
-        fd, tmp = tempfile.mkstemp(prefix="o2o_d4rl_ant_", suffix=".xml.tmp")
+    folder = _private_dir()
+    path = os.path.join(folder, f"o2o_d4rl_ant_{digest}.xml")
+    if _read_own_file(path) != text:  # missing, replaced or damaged: written afresh
+        fd, tmp = tempfile.mkstemp(prefix="o2o_d4rl_ant_", suffix=".xml.tmp", dir=folder)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     return path
+
+
+def _private_dir() -> str:
+    """<tmp>/o2o-<uid>, a directory only this user can write (created 0700); a fresh one if that is not so."""
+    path = os.path.join(tempfile.gettempdir(), f"o2o-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return tempfile.mkdtemp(prefix="o2o-")
+    return path
+
+
+def _read_own_file(path: str) -> str | None:
+    """Text of a regular file (not followed through a link), None when it is missing or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd) as f:
+        try:
+            return f.read()
+        except (OSError, UnicodeDecodeError):
+            return None
 
 
 class D4RLAntMaze(gym.Wrapper):
