@@ -17,7 +17,7 @@ import torch
 
 from o2o.evaluation import EvalResult, evaluate
 from o2o.records import RunRecorder
-from o2o.registry import DatasetSpec
+from o2o.registry import DatasetSpec, score_reference
 
 
 class DivergenceError(RuntimeError):
@@ -176,6 +176,9 @@ class Evaluator:
     obs_transform: Callable[[np.ndarray], np.ndarray] | None = None
     index: int = 0
     history: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.recorder.extra["score_reference"] = score_reference(self.spec)  # which reference returns scores use
 
     def __call__(self, policy: Callable[[np.ndarray], np.ndarray], step: int, phase: str, env_steps: int = 0,
                  **extra: float) -> EvalResult:
