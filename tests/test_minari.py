@@ -109,12 +109,15 @@ def test_flatten_observation_is_gymnasiums_order_for_one_or_many():
 
 
 def test_family_of_minari_names_and_the_registry():
-    """Every registered Minari id is of the four domains; a Minari name's family is its env_name part."""
+    """Every registered Minari id is of the four domains; a Minari name's family (and domain) is its env_name part."""
     assert len(MINARI_DATASETS) == 12 + 6 + 12 + 3
     assert family_of("minari:D4RL/pen/human-v2") == "pen"
     assert family_of("minari:mujoco/walker2d/simple-v0") == "walker2d"
     with pytest.raises(KeyError):
         family_of("minari:mujoco/humanoid/medium-v0")
+    from analysis.collect import domain_of
+
+    assert domain_of("minari:D4RL/door/human-v2") == "adroit"  # from the name: no dataset needed
 
 
 @pytest.mark.parametrize("dataset_id", list(CASES))
