@@ -795,7 +795,8 @@ def termination_fn(spec: DatasetSpec) -> Callable[[torch.Tensor], torch.Tensor]:
 
     hopper (gymnasium Hopper-v5 is_healthy): z = s'[0] > 0.7, |angle = s'[1]| < 0.2, every s'[1:] in (−100, 100);
     walker2d (Walker2d-v4): 0.8 < z < 2, −1 < angle < 1; ant (Ant-v4): 0.2 ≤ z ≤ 1; antmaze: ‖xy − goal‖ ≤ 0.5
-    (D4RL's success radius, goal = the eval map's goal cell centre); otherwise no termination.
+    (D4RL's success radius, goal = the eval map's goal cell centre); Minari's AntMaze is a continuing task (never
+    terminates) in its own observation layout; otherwise no termination.
     """
     fam = spec.family
 
@@ -813,7 +814,7 @@ def termination_fn(spec: DatasetSpec) -> Callable[[torch.Tensor], torch.Tensor]:
     elif fam == "ant":
         def done(s: torch.Tensor) -> torch.Tensor:
             return ~(finite(s) & (s[:, 0] >= 0.2) & (s[:, 0] <= 1.0))
-    elif fam == "antmaze":
+    elif fam == "antmaze" and spec.source != "minari":
         from o2o.domains.antmaze import goal_and_start
 
         goal_np, _ = goal_and_start(dataset_stem(spec.name))

@@ -38,12 +38,12 @@ def domain_of(dataset: str) -> str:
     """Domain (locomotion, antmaze, adroit, kitchen) of a dataset name; 'other' when the name is not known."""
     from o2o import registry
 
-    try:
-        return registry.get_spec(str(dataset)).domain
+    try:  # the name alone (no Minari dataset opened), then the registry
+        return registry.DOMAIN_OF_FAMILY[registry.family_of(str(dataset))]
     except (KeyError, ValueError, IndexError):
         pass
     try:
-        return registry.DOMAIN_OF_FAMILY[registry.family_of(str(dataset))]
+        return registry.get_spec(str(dataset)).domain
     except (KeyError, ValueError, IndexError):
         return "other"
 

@@ -68,8 +68,12 @@ def _caster(tp: Any) -> Callable[[str], Any]:
 
 
 def dataset_spec(cfg: RunConfig) -> DatasetSpec:
-    """Spec of the run's dataset (a bring-your-own file gets its env from --env)."""
-    if cfg.env is not None and not cfg.dataset.startswith(("local:", "minari:")):
+    """Spec of the run's dataset (a bring-your-own file gets its env from --env; a Minari id is fetched if absent)."""
+    if cfg.dataset.startswith("minari:"):
+        from o2o.data import minari_spec
+
+        return minari_spec(cfg.dataset.split(":", 1)[1], download=True)
+    if cfg.env is not None and not cfg.dataset.startswith("local:"):
         from o2o.data import _with_file_dims
 
         return _with_file_dims(spec_for_env(cfg.dataset, cfg.env), cfg.env)
@@ -115,7 +119,7 @@ def parse_config(cls: type[C], presets: Callable[[DatasetSpec], dict[str, Any]] 
     if presets is not None:
         try:
             spec = dataset_spec(cfg)
-        except KeyError as e:
+        except (KeyError, ValueError) as e:  # unknown name, or a dataset that cannot be used (DatasetError)
             p.error(e.args[0] if e.args else str(e))
         preset = presets(spec)
         unknown = set(preset) - {f.name for f in dataclasses.fields(cls)}

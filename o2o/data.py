@@ -16,13 +16,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from o2o.registry import REGISTRY, DatasetSpec, get_spec, is_file_name, normalized_score, spec_for_env
+from o2o.registry import (
+    DOMAIN_OF_FAMILY,
+    FAMILY_DIMS,
+    MINARI_DATASETS,
+    REGISTRY,
+    DatasetSpec,
+    family_of,
+    get_spec,
+    is_file_name,
+    normalized_score,
+    score_reference,
+    spec_for_env,
+)
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 FLAG_KEYS = ("terminals", "timeouts")
@@ -322,44 +335,110 @@ def load_dataset(name: str, env_id: str | None = None, progress: bool = True) ->
     return from_arrays(read_hdf5(path), spec, origin=str(path))
 
 
-def load_minari(dataset_id: str) -> Dataset:
-    """Load a Minari dataset (local, or downloaded when the network allows) into D4RL layout."""
+def _open_minari(dataset_id: str, download: bool) -> Any:
+    """The MinariDataset of an id, from MINARI_DATASETS_PATH (default ~/.minari/datasets); fetched when absent and
+    `download` is set (Minari's own download, which needs the network)."""
     try:
         import minari
     except ImportError as e:  # pragma: no cover - minari is a pinned dependency
         raise DatasetError(f"minari:{dataset_id}: the minari package is not installed ({e})") from None
+    if not download and not _minari_local(dataset_id):
+        from minari.storage import get_dataset_path
+
+        raise DatasetError(f"minari:{dataset_id}: not in the local Minari directory {get_dataset_path()}; fetch it "
+                           f"with `minari download {dataset_id}` or `python -m o2o.data info minari:{dataset_id}`")
     try:
-        mds = minari.load_dataset(dataset_id, download=True)
+        return minari.load_dataset(dataset_id, download=download)
+    except Exception as e:  # minari raises many types: missing file, no network, unknown remote id
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise DatasetError(f"minari:{dataset_id}: cannot load ({type(e).__name__}: {msg})") from None
+
+
+def minari_spec(dataset_id: str, mds: Any = None, download: bool = False) -> DatasetSpec:
+    """Spec of a Minari dataset, read from the dataset itself (`mds`, else opened; fetched first when `download`).
+
+    - env: what Minari recovers for evaluation (`recover_environment(eval_env=True)`: the eval env spec, else the
+      collection env spec), made by `o2o.envs.make_minari_env` with observations flattened by
+      `o2o.envs.flatten_observation`; its time limit is the spec's max_episode_steps;
+    - dims: the flattened dataset observation and the action; a DatasetError when they differ from the env's;
+    - reference returns: the dataset's `ref_min_score`/`ref_max_score` when it has both (ref_source 'minari'),
+      else D4RL's of the family (ref_source 'd4rl');
+    - family: the id's env_name part (D4RL/<family>/..., mujoco/<family>/...), else guessed from the env id.
+    """
+    import gymnasium as gym
+
+    from o2o.envs import _register_robotics
+
+    mds = mds if mds is not None else _open_minari(dataset_id, download)
+    name = f"minari:{dataset_id}"
+    _register_robotics()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = mds.recover_environment(eval_env=True)
     except Exception as e:
-        raise DatasetError(f"minari:{dataset_id}: cannot load ({type(e).__name__}: {e})") from None
+        raise DatasetError(f"{name}: cannot make its evaluation environment ({type(e).__name__}: {e})") from None
+    try:
+        env_spec = env.spec
+        env_obs, env_act = env.observation_space, env.action_space
+    finally:
+        env.close()
+    try:
+        family = family_of(name)
+    except KeyError:
+        try:
+            family = spec_for_env(name, env_spec.id).family
+        except KeyError:
+            raise DatasetError(f"{name}: not a dataset of the four domains (env {env_spec.id!r}); no reference "
+                               f"scores for it") from None
+    obs_dim, act_dim = gym.spaces.flatdim(mds.observation_space), gym.spaces.flatdim(mds.action_space)
+    env_obs_dim, env_act_dim = gym.spaces.flatdim(env_obs), gym.spaces.flatdim(env_act)
+    if (obs_dim, act_dim) != (env_obs_dim, env_act_dim):
+        raise DatasetError(f"{name}: dataset observations/actions flatten to {obs_dim}/{act_dim} dims but its "
+                           f"evaluation env {env_spec.id} gives {env_obs_dim}/{env_act_dim}")
+    meta = mds.storage.metadata
+    lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
+    spec = replace(spec_for_env(name, env_spec.id, family=family), source="minari", obs_dim=obs_dim,
+                   act_dim=act_dim, max_episode_steps=env_spec.max_episode_steps or FAMILY_DIMS[family][2],
+                   env_spec=env_spec.to_json())
+    if lo is not None and hi is not None:
+        spec = replace(spec, ref_min=float(lo), ref_max=float(hi), ref_source="minari")
+    return spec
+
+
+def load_minari(dataset_id: str) -> Dataset:
+    """Load a Minari dataset (local, or downloaded when the network allows) into D4RL layout.
+
+    Observations are flattened with `o2o.envs.flatten_observation` (the evaluation env's wrapper uses the same
+    function); every episode's last step is a terminal when Minari says `terminations`, else a timeout.
+    """
+    from o2o.envs import flatten_observation
+
+    mds = _open_minari(dataset_id, download=True)
+    spec = minari_spec(dataset_id, mds)
+    space = mds.observation_space
     obs, nobs, act, rew, term, trunc = [], [], [], [], [], []
     for ep in mds.iterate_episodes():
-        o = ep.observations
-        if isinstance(o, dict):
-            o = np.concatenate([np.asarray(o[k]).reshape(len(ep.rewards) + 1, -1) for k in sorted(o)], axis=1)
+        o = flatten_observation(space, ep.observations)
         obs.append(o[:-1])
         nobs.append(o[1:])
-        act.append(ep.actions)
+        act.append(np.asarray(ep.actions).reshape(len(ep.rewards), -1))
         rew.append(ep.rewards)
         term.append(ep.terminations)
         trunc.append(ep.truncations)
+    if not rew:
+        raise DatasetError(f"minari:{dataset_id}: the dataset has no episodes")
     raw = {
         "observations": np.concatenate(obs), "next_observations": np.concatenate(nobs),
         "actions": np.concatenate(act), "rewards": np.concatenate(rew),
-        "terminals": np.concatenate(term), "timeouts": np.concatenate(trunc),
+        "terminals": np.concatenate(term), "timeouts": np.concatenate(trunc).astype(bool),
     }
-    env_spec = mds.spec.env_spec
-    env_id = env_spec.id if env_spec is not None else dataset_id
-    try:
-        spec = spec_for_env(f"minari:{dataset_id}", env_id)
-    except KeyError:
-        raise DatasetError(f"minari:{dataset_id}: no reference scores for environment {env_id!r}") from None
-    spec = replace(spec, obs_dim=raw["observations"].shape[1], act_dim=raw["actions"].shape[1])
     # every episode ends at its last step: mark it as a timeout unless it terminated
     ends = np.cumsum([len(r) for r in rew]) - 1
-    raw["timeouts"] = raw["timeouts"].astype(bool)
     raw["timeouts"][ends] |= ~raw["terminals"][ends].astype(bool)
-    return from_arrays(raw, spec, origin=f"minari:{dataset_id}")
+    ds = from_arrays(raw, spec, origin=f"minari:{dataset_id}")
+    ds.metadata.update(minari_version=mds.spec.minari_version, score_reference=score_reference(spec))
+    return ds
 
 
 def describe(ds: Dataset) -> dict[str, Any]:
@@ -381,10 +460,18 @@ def describe(ds: Dataset) -> dict[str, Any]:
         "return_min": float(rets.min()),
         "return_max": float(rets.max()),
         "normalized_mean": normalized_score(spec, float(rets.mean())),
+        "ref_source": spec.ref_source,
         "reward_mean": float(ds.rewards.mean()),
         "action_abs_max": float(np.abs(ds.actions).max()),
         "origin": ds.metadata.get("origin"),
     }
+
+
+def _minari_local(dataset_id: str) -> bool:
+    """Whether a Minari dataset is in the local Minari directory (MINARI_DATASETS_PATH or ~/.minari/datasets)."""
+    from minari.storage import get_dataset_path
+
+    return (get_dataset_path(dataset_id) / "data").is_dir()
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -401,6 +488,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
         from o2o.registry import LOCAL_FAMILIES, LOCAL_QUALITIES
 
         print(f"\nlocally generated: local:<{'|'.join(LOCAL_FAMILIES)}>-<{'|'.join(LOCAL_QUALITIES)}>")
+    print("\nMinari ids (source minari; env as collected, reference returns from the dataset's metadata when it has "
+          "them):")
+    print(f"{'dataset':40s} {'source':7s} {'domain':10s} {'env':30s} local")
+    for dataset_id, env_id in MINARI_DATASETS.items():
+        domain = DOMAIN_OF_FAMILY[family_of(f"minari:{dataset_id}")]
+        if args.domain and domain != args.domain:
+            continue
+        have = "yes" if _minari_local(dataset_id) else ""
+        print(f"{'minari:' + dataset_id:40s} {'minari':7s} {domain:10s} {env_id:30s} {have}")
     return 0
 
 
@@ -435,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m o2o.data`."""
     p = argparse.ArgumentParser(prog="python -m o2o.data", description="o2o-bench datasets")
     sub = p.add_subparsers(dest="cmd", required=True)
-    pl = sub.add_parser("list", help="list every registered D4RL dataset")
+    pl = sub.add_parser("list", help="list every registered D4RL dataset and Minari id")
     pl.add_argument("--domain", choices=["locomotion", "antmaze", "adroit", "kitchen"])
     pi = sub.add_parser("info", help="transitions, episodes, dims and return statistics of a dataset")
     pi.add_argument("name", help="D4RL name, local:<env>-<quality>, minari:<id> or path to a D4RL-layout HDF5 file")

@@ -11,6 +11,7 @@ import importlib
 import os
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -35,6 +36,69 @@ class ZeroPadObservation(gym.ObservationWrapper):
         return np.concatenate([observation, np.zeros(self.n, dtype=observation.dtype)])
 
 
+def flatten_observation(space: gym.Space, obs: Any) -> np.ndarray:
+    """One observation vector from a Box or (nested) Dict observation: the single layout of Minari datasets.
+
+    Order: depth first over the Dict keys *in the observation space's order* (gymnasium sorts a Dict's keys, so
+    AntMaze gives achieved_goal ⊕ desired_goal ⊕ observation and Kitchen achieved_goal[task...] ⊕
+    desired_goal[task...] ⊕ observation), each Box raveled in C order. Leaves may carry leading batch axes:
+    (*batch, *leaf_shape) -> (*batch, flat_dim). For one observation this equals gymnasium.spaces.flatten; the
+    dataset loader and FlatDictObservation both call this function, so training and evaluation see the same vector.
+    """
+    if isinstance(space, gym.spaces.Dict):
+        parts = [flatten_observation(sub, obs[key]) for key, sub in space.spaces.items()]
+        return np.concatenate(parts, axis=-1)
+    if isinstance(space, gym.spaces.Box):
+        x = np.asarray(obs)
+        batch = x.shape[: x.ndim - len(space.shape)]
+        return x.reshape(*batch, int(np.prod(space.shape, dtype=np.int64)))
+    raise TypeError(f"cannot flatten a {type(space).__name__} observation (Box and Dict of Boxes only)")
+
+
+class FlatDictObservation(gym.ObservationWrapper):
+    """A (nested) Dict observation seen as the flat vector of `flatten_observation`."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        dim = gym.spaces.flatdim(env.observation_space)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), dtype=np.float64)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        return flatten_observation(self.env.observation_space, observation)
+
+
+class KitchenTaskSuccess(gym.Wrapper):
+    """FrankaKitchen-v1 with `info["success"]`: every goal task completed at some step of the episode (D4RL's)."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        info["success"] = False
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, rew, term, trunc, info = self.env.step(action)
+        goal = set(self.env.unwrapped.goal)
+        info["success"] = goal <= set(info.get("episode_task_completions", ()))
+        return obs, rew, term, trunc, info
+
+
+def make_minari_env(spec: DatasetSpec, render_mode: str | None = None) -> gym.Env:
+    """The env a Minari dataset records for evaluation (its eval env spec, else its env spec), flat observations."""
+    from gymnasium.envs.registration import EnvSpec
+
+    if spec.env_spec is None:
+        raise ValueError(f"{spec.name}: the dataset records no environment to evaluate in")
+    _register_robotics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = gym.make(EnvSpec.from_json(spec.env_spec), render_mode=render_mode, disable_env_checker=True)
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = FlatDictObservation(env)
+    if spec.domain == "kitchen":
+        env = KitchenTaskSuccess(env)
+    return env
+
+
 def make_locomotion_env(spec: DatasetSpec, render_mode: str | None = None) -> gym.Env:
     """Hopper/HalfCheetah/Walker2d/Ant in D4RL's layout (see README for the v4/v5 choice per family)."""
     with warnings.catch_warnings():
@@ -51,7 +115,7 @@ def make_generic_env(spec: DatasetSpec, render_mode: str | None = None) -> gym.E
     env = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps, render_mode=render_mode,
                    disable_env_checker=True)
     if isinstance(env.observation_space, gym.spaces.Dict):
-        env = gym.wrappers.FlattenObservation(env)
+        env = FlatDictObservation(env)
     return env
 
 
@@ -90,7 +154,9 @@ def make_env(spec: DatasetSpec | str, render_mode: str | None = None) -> gym.Env
     """The evaluation env of a dataset (spec or name), observations in the dataset's layout."""
     if isinstance(spec, str):
         spec = get_spec(spec)
-    if spec.source in ("file", "minari"):
+    if spec.source == "minari":
+        return make_minari_env(spec, render_mode)
+    if spec.source == "file":
         _register_robotics()
         return make_generic_env(spec, render_mode)
     if spec.domain != "locomotion":

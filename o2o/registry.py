@@ -152,6 +152,8 @@ class DatasetSpec:
     action_bounds: tuple[float, float] = ACTION_BOUNDS  # every action component lies in [low, high]
     file_size: int | None = None  # bytes of the D4RL file, where known (KNOWN_FILES)
     sha256: str | None = None  # hex sha256 of the D4RL file, where known (KNOWN_FILES)
+    ref_source: str = "d4rl"  # where ref_min/ref_max come from: d4rl (d4rl/infos.py) | minari (dataset metadata)
+    env_spec: str | None = None  # gymnasium EnvSpec (JSON) of the evaluation env, for Minari datasets
 
     @property
     def filename(self) -> str | None:
@@ -217,14 +219,48 @@ def _build() -> dict[str, DatasetSpec]:
 
 REGISTRY: dict[str, DatasetSpec] = _build()
 
+
+def _build_minari() -> dict[str, str]:
+    """Minari ids of the four domains -> the gymnasium env Minari collected them in (shown by `list`).
+
+    The env a run evaluates in is read from the dataset itself (its eval env spec, else its env spec), not from here.
+    """
+    ids: dict[str, str] = {}
+    for fam, env in (("hopper", "Hopper-v5"), ("halfcheetah", "HalfCheetah-v5"), ("walker2d", "Walker2d-v5"),
+                     ("ant", "Ant-v5")):
+        for q in ("simple", "medium", "expert"):
+            ids[f"mujoco/{fam}/{q}-v0"] = env
+    mazes = {"umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4", "medium-play": "AntMaze_Medium-v4",
+             "medium-diverse": "AntMaze_Medium_Diverse_GR-v4", "large-play": "AntMaze_Large-v4",
+             "large-diverse": "AntMaze_Large_Diverse_GR-v4"}
+    for maze, env in mazes.items():
+        ids[f"D4RL/antmaze/{maze}-v1"] = env
+    for fam in ("pen", "door", "hammer", "relocate"):
+        for q in ("human", "cloned", "expert"):
+            ids[f"D4RL/{fam}/{q}-v2"] = f"AdroitHand{fam.capitalize()}-v1"
+    for q in ("complete", "partial", "mixed"):
+        ids[f"D4RL/kitchen/{q}-v2"] = "FrankaKitchen-v1"
+    return ids
+
+
+# Every Minari dataset of the four domains; use them as `minari:<id>`.
+MINARI_DATASETS: dict[str, str] = _build_minari()
+
 LOCAL_FAMILIES = ("hopper", "halfcheetah", "walker2d")
 LOCAL_QUALITIES = ("random", "medium", "medium-replay", "medium-expert", "expert")
 
 
 def family_of(name: str) -> str:
-    """Family (hopper, antmaze, pen, ...) of a dataset name such as 'hopper-medium-v2' or 'local:hopper-medium'."""
+    """Family (hopper, antmaze, pen, ...) of 'hopper-medium-v2', 'local:hopper-medium' or 'minari:D4RL/pen/human-v2'.
+
+    A Minari id's family is its env_name part, the one before the last '/' (`<namespace>/<env_name>/<name>-v<N>`).
+    """
     stem = name.split(":", 1)[-1]
-    fam = stem.split("-", 1)[0]
+    if name.startswith("minari:"):
+        parts = stem.split("/")
+        fam = parts[-2] if len(parts) > 1 else ""
+    else:
+        fam = stem.split("-", 1)[0]
     if fam not in FAMILY_DIMS:
         raise KeyError(f"unknown dataset family {fam!r} in {name!r}; known: {', '.join(FAMILY_DIMS)}")
     return fam
@@ -249,9 +285,20 @@ def is_file_name(name: str) -> bool:
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """Spec of a registered D4RL name or a 'local:' name; a clear KeyError otherwise (a file asks for --env)."""
+    """Spec of a registered D4RL name, a 'local:' name or a 'minari:' id; a clear KeyError otherwise (a file path
+    asks for --env).
+
+    A Minari spec is read from the local copy of the dataset (`o2o.data.minari_spec`); nothing is downloaded here.
+    """
     if name.startswith("local:"):
         return local_spec(name)
+    if name.startswith("minari:"):
+        from o2o.data import DatasetError, minari_spec
+
+        try:
+            return minari_spec(name.split(":", 1)[1])
+        except DatasetError as e:
+            raise KeyError(str(e)) from None
     if name in REGISTRY:
         return REGISTRY[name]
     if is_file_name(name):
@@ -276,6 +323,11 @@ def spec_for_env(name: str, env_id: str, family: str | None = None) -> DatasetSp
     if fam is None:
         raise KeyError(f"cannot tell the family of env {env_id!r}; no reference scores for it")
     return replace(_spec(name, fam, None, source="file"), env_id=env_id)
+
+
+def score_reference(spec: DatasetSpec) -> dict[str, float | str]:
+    """The reference returns a score is normalised with, and their source (what run records keep)."""
+    return {"source": spec.ref_source, "ref_min": spec.ref_min, "ref_max": spec.ref_max}
 
 
 def normalized_score(spec: DatasetSpec, ret: float) -> float:

@@ -322,15 +322,15 @@ class _Checker:
         return tuple(value)
 
     def datasets(self, value: Any, key: str) -> tuple[str, ...]:
-        from o2o.registry import get_spec
+        from o2o.registry import family_of, get_spec
 
         if not isinstance(value, list) or not value or not all(isinstance(d, str) for d in value):
             raise self.fail(key, f"must be a non-empty list of dataset names, not {value!r}")
         names: list[str] = []
         for item in value:
             for name in expand_braces(item):
-                try:
-                    get_spec(name)
+                try:  # a Minari id needs no local copy here: its runs fetch it
+                    family_of(name) if name.startswith("minari:") else get_spec(name)
                 except KeyError as e:
                     raise self.fail(key, e.args[0] if e.args else f"unknown dataset {name!r}") from None
                 if name in names:

@@ -19,7 +19,7 @@ import torch
 
 from o2o.evaluation import EvalResult, evaluate_members
 from o2o.records import RunRecorder
-from o2o.registry import DatasetSpec
+from o2o.registry import DatasetSpec, score_reference
 
 
 class DivergenceError(RuntimeError):
@@ -302,6 +302,11 @@ class Evaluator:
     obs_transform: Callable[[np.ndarray], np.ndarray] | None = None
     index: int = 0
     history: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        recorders = [self.recorder] if isinstance(self.recorder, RunRecorder) else self.recorder
+        for r in recorders:
+            r.extra["score_reference"] = score_reference(self.spec)  # which reference returns scores use
 
     def __call__(self, policy: Callable[[np.ndarray], np.ndarray], step: int, phase: str, env_steps: int = 0,
                  **extra: float) -> EvalResult:

@@ -136,7 +136,7 @@ def test_args_checked_against_the_algorithm_fields(tmp_path: Path) -> None:
     assert len(problems) == 1 and "algorithms.a.args.dye_at" in problems[0]
 
 
-@pytest.mark.parametrize("name", ["offline", "o2o", "famo2o", "local", "quickstart"])
+@pytest.mark.parametrize("name", ["offline", "o2o", "famo2o", "local", "quickstart", "minari"])
 def test_shipped_suites_are_valid(name: str) -> None:
     """The suites in suites/ validate, and their args are fields of those algorithm files that exist already."""
     s = S.load_suite(name, check_files=False)
@@ -166,6 +166,10 @@ def test_shipped_suite_contents() -> None:
     qs = S.load_suite("quickstart", check_files=False)
     assert qs.budget == "smoke" and len(qs.seeds) == 2 and all(d.startswith("local:") for d in qs.datasets)
     assert {"uni_o4", "famo2o", "iql", "cql", "awac", "ppo"} <= set(qs.algorithms)
+    mi = S.load_suite("minari", check_files=False)  # validates without any Minari dataset on this machine
+    assert len(mi.datasets) == 26 and all(d.startswith("minari:") for d in mi.datasets) and mi.published is None
+    assert {d.split("/")[1] for d in mi.datasets} >= {"hopper", "antmaze", "pen", "kitchen"}
+    assert set(mi.algorithms) == set(o2o.algorithms)
 
 
 # ------------------------------------------------------------------------------------------------------------ runner
