@@ -22,6 +22,7 @@ REFERENCE_STYLE = dict(color="0.35", linestyle=(0, (4, 2)), linewidth=0.9)  # th
 CURVE_BAND = (f"Thick line: IQM over seeds; band: 95% percentile-bootstrap interval of that IQM over seeds, drawn only "
               f"with {MIN_RUNS_FOR_INTERVALS} or more seeds; with fewer, thin lines show the individual seeds.")
 SEED_STYLES = ("-", "--", ":", "-.")
+SWITCH = "switch offline → online (0 env steps)"
 PAPER_RC = {
     "font.family": "serif",
     "font.size": 9,
@@ -312,16 +313,20 @@ def plot_learning_curves(evals_df: pd.DataFrame, out: str | Path, reps: int = 50
                             gs = gs.sort_values("x")
                             ax.plot(gs["x"], gs["normalized_score"], color=c, linewidth=0.6, alpha=0.45)
             for phase, ax in panel.items():
-                if behaviour and ds in behaviour:
+                if not (d["phase"] == phase).any():
+                    ax.text(0.5, 0.5, f"no {phase} phase", transform=ax.transAxes, ha="center", va="center",
+                            color="0.4")
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                elif behaviour and ds in behaviour:
                     ax.axhline(behaviour[ds], **REFERENCE_STYLE, label="behaviour policy")
-                ax.set_title(f"{ds}: {phase}" if len(phases) > 1 else ds)
+                name = Path(ds).name if "/" in ds else ds  # a file path: its name
+                ax.set_title(f"{name}: {phase}" if len(phases) > 1 else name)
                 ax.set_xlabel("gradient steps (offline phase)" if phase == "offline" else
                               "env steps (online phase)")
                 ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-                if phase == "online" and "offline" in panel:
-                    ax.axvline(0.0, color="0.6", linewidth=0.8)
-                    ax.annotate("switch", (0.0, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                                textcoords="offset points", ha="center", va="bottom", fontsize=7, color="0.4")
+                if phase == "online" and "offline" in panel and (d["phase"] == phase).any():
+                    ax.axvline(0.0, color="0.6", linewidth=0.8, label=SWITCH)
                 ax.set_ylabel("Normalized score" if ax is axes[row, 0] else "")
         _figure_legend(fig, axes.flat, 1.0, ncol=max(1, int(width * ncols / 2.3)), loc="lower center")
         fig.tight_layout()

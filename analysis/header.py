@@ -179,8 +179,10 @@ class ReportHeader:
             groups.setdefault(a.phases(), []).append(a.algorithm)
         parts = "; ".join(f"{', '.join(names)} {phases}" for phases, names in groups.items())
         mixed = len({a.regime for a in self.algorithms if keep is None or a.algorithm in keep}) > 1
+        episodes = ("evaluation episodes not recorded" if self.eval_episodes == "–"
+                    else f"{self.eval_episodes} evaluation episodes")
         return (f"Budget {self.budget_label()}: {parts}. {self.seeds_text()[0].upper()}{self.seeds_text()[1:]}; "
-                f"{self.eval_episodes} evaluation episodes." + (f" Labels: {REGIME_NOTE}." if mixed else ""))
+                f"{episodes}." + (f" Labels: {REGIME_NOTE}." if mixed else ""))
 
     def warnings(self) -> list[str]:
         """The warnings the report opens with: few seeds, small samples, a reduced budget."""
@@ -260,7 +262,8 @@ def _commits(runs_df: pd.DataFrame) -> list[str]:
     if "git_commit" not in runs_df:
         return []
     counts = runs_df["git_commit"].dropna().astype(str).value_counts()
-    return [f"`{c[:12]}{'-dirty' if c.endswith('-dirty') else ''}` ({n} runs)" for c, n in sorted(counts.items())]
+    return [f"`{c[:12]}{'-dirty' if c.endswith('-dirty') else ''}` ({n} run{'s' if n != 1 else ''})"
+            for c, n in sorted(counts.items())]
 
 
 def report_header(runs_df: pd.DataFrame, evals_df: pd.DataFrame, suite: str, description: str = "",

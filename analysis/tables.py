@@ -187,7 +187,8 @@ def compare_published(runs_df: pd.DataFrame, published: pd.DataFrame | None,
 def _escape_latex(s: str) -> str:
     """Text with LaTeX special characters escaped."""
     rep = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\~{}",
-           "^": r"\^{}", "±": r"$\pm$", "–": "--", "→": r"$\to$"}
+           "^": r"\^{}", "±": r"$\pm$", "–": "--", "→": r"$\to$", "<": r"$<$", ">": r"$>$", "−": r"$-$",
+           "×": r"$\times$", "≥": r"$\geq$"}
     return "".join(rep.get(ch, ch) for ch in str(s))
 
 
