@@ -8,10 +8,12 @@ BUDGET  ?=
 WORKERS ?= 2
 BACKEND ?= local
 
-.PHONY: setup test reproduce datasets bench lint clean help
+.PHONY: setup test reproduce evidence datasets bench lint clean help
 
 help:
 	@echo "make reproduce [TABLE=quickstart|offline|o2o|famo2o|local] [BUDGET=smoke|short|full] [WORKERS=N]"
+	@echo "    runs into results/TABLE/runs/, report into reports/TABLE/ (both ignored by git)"
+	@echo "make evidence [TABLE=...]: make reproduce, then rewrite the committed report in results/TABLE/"
 	@echo "make test | make datasets | make bench | make lint | make setup"
 
 setup: $(STAMP)
@@ -29,6 +31,16 @@ test: setup
 
 reproduce: setup
 	$(BIN)/python -m o2o.suite reproduce $(TABLE) $(if $(BUDGET),--budget $(BUDGET)) --workers $(WORKERS) --backend $(BACKEND)
+
+# The committed evidence: the report of results/$(TABLE)/runs written over results/$(TABLE)/ (tracked files).
+EVIDENCE := results/$(TABLE)
+evidence: reproduce
+	@echo "make evidence: replacing $(EVIDENCE)/README.md, $(EVIDENCE)/runs.{csv,parquet}, $(EVIDENCE)/evals.{csv,parquet}"
+	@echo "  and everything in $(EVIDENCE)/tables/ and $(EVIDENCE)/figures/ with a fresh report of $(EVIDENCE)/runs"
+	rm -rf $(EVIDENCE)/tables $(EVIDENCE)/figures $(EVIDENCE)/README.md $(EVIDENCE)/runs.csv $(EVIDENCE)/runs.parquet \
+		$(EVIDENCE)/evals.csv $(EVIDENCE)/evals.parquet
+	$(BIN)/python -m o2o.suite report $(TABLE) --out $(EVIDENCE)
+	-git status --short -- $(EVIDENCE)
 
 datasets: setup
 	$(BIN)/python -m o2o.generate all

@@ -12,10 +12,30 @@ import pandas as pd
 from rliable import library as rly
 from rliable import metrics
 
-SCORE_COLUMNS = ("last_score", "best_score", "offline_score", "online_score", "offline_best", "online_best")
+SCORE_COLUMNS = ("final_score", "last_score", "best_score", "offline_score", "online_score", "offline_best",
+                 "online_best")
 METRICS = ("Median", "IQM", "Mean", "Optimality Gap")
 SCALE = 100.0  # run records hold D4RL scores x100; rliable gets them /100 and results are reported x100 again
 DEFAULT_STATUSES = ("finished", "diverged")
+# Below this many runs per task a bootstrap interval is little more than the sample's [min, max]: none is reported.
+MIN_RUNS_FOR_INTERVALS = 5
+INTERVAL = "95% stratified bootstrap"
+
+
+def interval_note(n_runs: int, low: float, high: float, min_runs: int = MIN_RUNS_FOR_INTERVALS) -> str:
+    """How an interval is reported: INTERVAL, or why it is left out (too few runs, or zero width)."""
+    if n_runs < min_runs:
+        return f"none: n < {min_runs} runs per task"
+    if not (np.isfinite(low) and np.isfinite(high)) or high - low <= 1e-12:
+        return "none: zero width (every bootstrap sample gives the same value)"
+    return INTERVAL
+
+
+def honest_intervals(df: pd.DataFrame, n_runs: pd.Series, min_runs: int = MIN_RUNS_FOR_INTERVALS) -> pd.DataFrame:
+    """Copy of `df` with an `interval` note per row and ci_low/ci_high blanked (NaN) where no interval is reported."""
+    notes = [interval_note(int(n), lo, hi, min_runs) for n, lo, hi in zip(n_runs, df["ci_low"], df["ci_high"])]
+    keep = np.array([n == INTERVAL for n in notes], dtype=bool)
+    return df.assign(ci_low=df["ci_low"].where(keep), ci_high=df["ci_high"].where(keep), interval=notes)
 
 
 @dataclass
@@ -124,9 +144,13 @@ def aggregate_point(scores: np.ndarray) -> np.ndarray:
 
 
 def aggregate_metrics(mats: ScoreMatrices, reps: int = 2000, confidence: float = 0.95,
-                      seed: int | None = 0) -> pd.DataFrame:
-    """Median, IQM, mean, optimality gap per algorithm with stratified-bootstrap CIs, reported x100."""
-    cols = ["column", "algorithm", "metric", "value", "ci_low", "ci_high", "n_runs", "n_tasks"]
+                      seed: int | None = 0, min_runs: int = MIN_RUNS_FOR_INTERVALS) -> pd.DataFrame:
+    """Median, IQM, mean, optimality gap per algorithm with stratified-bootstrap CIs, reported x100.
+
+    Intervals of algorithms with fewer than `min_runs` runs per task, and zero-width ones, are left out (NaN) and
+    the `interval` column says why.
+    """
+    cols = ["column", "algorithm", "metric", "value", "ci_low", "ci_high", "n_runs", "n_tasks", "interval"]
     if not mats.scores:
         return pd.DataFrame(columns=cols)
     with _seeded(seed):
@@ -138,20 +162,27 @@ def aggregate_metrics(mats: ScoreMatrices, reps: int = 2000, confidence: float =
             rows.append(dict(column=mats.column, algorithm=alg, metric=name, value=SCALE * float(point[alg][k]),
                              ci_low=SCALE * float(interval[alg][0, k]), ci_high=SCALE * float(interval[alg][1, k]),
                              n_runs=mats.scores[alg].shape[0], n_tasks=len(mats.tasks)))
-    return pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=cols[:-1])
+    return honest_intervals(out, out["n_runs"], min_runs)[cols]
 
 
-def default_taus(mats: ScoreMatrices, n: int = 81) -> np.ndarray:
-    """Thresholds (x100 scale) from 0 to a bit above the best score, for performance profiles."""
-    hi = max([float(np.max(m)) for m in mats.scores.values()] + [100.0])
-    lo = min([float(np.min(m)) for m in mats.scores.values()] + [0.0])
-    return np.linspace(lo, hi * 1.02, n)
+def default_taus(mats: ScoreMatrices, n: int = 81, extra: Sequence[float] = ()) -> np.ndarray:
+    """Thresholds (x100 scale) spanning the data: from min(0, lowest score) to 5% of the range above the highest.
+
+    `extra` (e.g. reference levels drawn in the same figure) widens the span to include those values.
+    """
+    values = [float(v) for m in mats.scores.values() for v in (np.min(m), np.max(m))] + [float(x) for x in extra]
+    lo, hi = min([*values, 0.0]), max(values)
+    return np.linspace(lo, hi + 0.05 * max(hi - lo, 1.0), n)
 
 
 def performance_profiles(mats: ScoreMatrices, taus: Sequence[float] | None = None, reps: int = 2000,
-                         seed: int | None = 0) -> pd.DataFrame:
-    """Score-distribution performance profiles P(score > tau) with bootstrap CIs; tau on the x100 scale."""
-    cols = ["column", "algorithm", "tau", "fraction", "ci_low", "ci_high"]
+                         seed: int | None = 0, min_runs: int = MIN_RUNS_FOR_INTERVALS) -> pd.DataFrame:
+    """Score-distribution performance profiles P(score > tau) with bootstrap CIs; tau on the x100 scale.
+
+    Bands of algorithms with fewer than `min_runs` runs per task are left out (NaN), with the reason in `interval`.
+    """
+    cols = ["column", "algorithm", "tau", "fraction", "ci_low", "ci_high", "n_runs", "interval"]
     if not mats.scores:
         return pd.DataFrame(columns=cols)
     tau = np.asarray(taus if taus is not None else default_taus(mats), dtype=float)
@@ -161,8 +192,12 @@ def performance_profiles(mats: ScoreMatrices, taus: Sequence[float] | None = Non
     for alg in mats.algorithms:
         for k, t in enumerate(tau):
             rows.append(dict(column=mats.column, algorithm=alg, tau=float(t), fraction=float(prof[alg][k]),
-                             ci_low=float(cis[alg][0, k]), ci_high=float(cis[alg][1, k])))
-    return pd.DataFrame(rows, columns=cols)
+                             ci_low=float(cis[alg][0, k]), ci_high=float(cis[alg][1, k]),
+                             n_runs=mats.scores[alg].shape[0]))
+    out = pd.DataFrame(rows, columns=cols[:-1])
+    few = out["n_runs"] < min_runs  # zero-width bands at fractions 0 and 1 are expected; only n decides here
+    return out.assign(ci_low=out["ci_low"].mask(few), ci_high=out["ci_high"].mask(few),
+                      interval=np.where(few, f"none: n < {min_runs} runs per task", INTERVAL))[cols]
 
 
 def default_pairs(algorithms: Sequence[str]) -> list[tuple[str, str]]:
@@ -171,9 +206,14 @@ def default_pairs(algorithms: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def probability_of_improvement(mats: ScoreMatrices, pairs: Sequence[tuple[str, str]] | None = None,
-                               reps: int = 2000, seed: int | None = 0) -> pd.DataFrame:
-    """P(X > Y) averaged over tasks for each pair, with stratified independent-bootstrap CIs (probabilities, 0..1)."""
-    cols = ["column", "algorithm_x", "algorithm_y", "probability", "ci_low", "ci_high"]
+                               reps: int = 2000, seed: int | None = 0,
+                               min_runs: int = MIN_RUNS_FOR_INTERVALS) -> pd.DataFrame:
+    """P(X > Y) averaged over tasks for each pair, with stratified independent-bootstrap CIs (probabilities, 0..1).
+
+    No interval (NaN, reason in `interval`) where X or Y has fewer than `min_runs` runs per task or where it has
+    zero width (every bootstrap sample gives the same P, e.g. when every run of X beats every run of Y).
+    """
+    cols = ["column", "algorithm_x", "algorithm_y", "probability", "ci_low", "ci_high", "n_x", "n_y", "interval"]
     if pairs is None:  # better-scoring algorithm as X, so most bars read P(X > Y) >= 0.5
         order = sorted(mats.algorithms, key=lambda a: (-float(np.mean(mats.scores[a])), a))
         pairs = default_pairs(order)
@@ -188,8 +228,10 @@ def probability_of_improvement(mats: ScoreMatrices, pairs: Sequence[tuple[str, s
     for key in data:
         x, y = key.split("\t")
         rows.append(dict(column=mats.column, algorithm_x=x, algorithm_y=y, probability=float(point[key]),
-                         ci_low=float(np.ravel(interval[key])[0]), ci_high=float(np.ravel(interval[key])[1])))
-    return pd.DataFrame(rows, columns=cols)
+                         ci_low=float(np.ravel(interval[key])[0]), ci_high=float(np.ravel(interval[key])[1]),
+                         n_x=mats.scores[x].shape[0], n_y=mats.scores[y].shape[0]))
+    out = pd.DataFrame(rows, columns=cols[:-1])
+    return honest_intervals(out, out[["n_x", "n_y"]].min(axis=1), min_runs)[cols]
 
 
 def iqm(values: np.ndarray) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from analysis.published import canonical_algorithm
 SUMMARY = "summary.json"
 EVALS = "evals.csv"
 STATUSES = ("finished", "diverged", "failed", "running")
-SCORE_KEYS = ("last_score", "best_score", "offline_score", "online_score", "offline_best", "online_best")
+SCORE_KEYS = ("final_score", "last_score", "best_score", "offline_score", "online_score", "offline_best", "online_best")
 NUMERIC_KEYS = (*SCORE_KEYS, "last_success_rate", "wall_time_s", "steps", "env_steps", "n_evals")
 RUN_KEYS = ("algorithm", "dataset", "seed", "status", *NUMERIC_KEYS, "budget", "git_commit", "error")
 EVAL_COLUMNS = ("step", "phase", "env_steps", "normalized_score", "return_mean", "return_std", "success_rate")
@@ -63,6 +64,17 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, sort_keys=True, default=str)
     return value
+
+
+def json_dict(value: Any) -> dict[str, Any]:
+    """A dict column of the collected runs (`config`, `extra`: JSON text) as a dict; empty when missing or invalid."""
+    if isinstance(value, dict):
+        return value
+    try:
+        data = json.loads(value) if isinstance(value, str) else {}
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_summary(path: Path) -> dict[str, Any] | None:
@@ -187,16 +199,43 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_tables(root: str | Path, out: str | Path) -> dict[str, Path]:
-    """Collect `root` and write runs/evals as parquet and csv under `out`; return the written paths."""
+def portable(runs_df: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """Copy of the runs whose paths (`run_dir`, config `out`) are relative to `out`: no machine's absolute paths."""
+    base = Path(out).resolve()
+
+    def rel(path: Any) -> Any:
+        if not isinstance(path, str) or not os.path.isabs(path):
+            return path
+        return Path(os.path.relpath(path, base)).as_posix()
+
+    def config(text: Any) -> Any:
+        data = json_dict(text)
+        if "out" not in data:
+            return text
+        return json.dumps({**data, "out": rel(data["out"])}, sort_keys=True, default=str)
+
+    df = runs_df.copy()
+    if "run_dir" in df:
+        df["run_dir"] = df["run_dir"].map(rel)
+    if "config" in df:
+        df["config"] = df["config"].map(config)
+    return df
+
+
+def write_frames(runs_df: pd.DataFrame, evals_df: pd.DataFrame, out: str | Path) -> dict[str, Path]:
+    """Write runs/evals as parquet and csv under `out` (paths relative to it); return the written paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs_df, evals_df = collect(root)
     paths: dict[str, Path] = {}
-    for name, df in (("runs", runs_df), ("evals", evals_df)):
+    for name, df in (("runs", portable(runs_df, out)), ("evals", evals_df)):
         safe = _parquet_safe(df)
         paths[f"{name}.parquet"] = out / f"{name}.parquet"
         safe.to_parquet(paths[f"{name}.parquet"], index=False)
         paths[f"{name}.csv"] = out / f"{name}.csv"
         df.to_csv(paths[f"{name}.csv"], index=False)
     return paths
+
+
+def write_tables(root: str | Path, out: str | Path) -> dict[str, Path]:
+    """Collect `root` and write runs/evals as parquet and csv under `out`; return the written paths."""
+    return write_frames(*collect(root), out)

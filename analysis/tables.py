@@ -9,17 +9,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.collect import json_dict
 from analysis.published import canonical_algorithm
 
 DOMAIN_ORDER = ("locomotion", "antmaze", "adroit", "kitchen", "other")
+OPTIMISTIC = "selected over evaluations, optimistic"
 METRIC_LABELS = {
+    "final_score": "final (dedicated final evaluation)",
     "last_score": "last",
-    "best_score": "best",
+    "best_score": f"best ({OPTIMISTIC})",
     "offline_score": "offline (last)",
     "online_score": "online (last)",
-    "offline_best": "offline (best)",
-    "online_best": "online (best)",
+    "offline_best": f"offline best ({OPTIMISTIC})",
+    "online_best": f"online best ({OPTIMISTIC})",
 }
+SCORE_TABLE_COLUMNS = ("final_score", "last_score", "best_score")
+BEHAVIOUR = "Behaviour"
+SUCCESS_DOMAINS = ("antmaze", "adroit", "kitchen")
 
 
 def _domain_key(d: str) -> int:
@@ -59,15 +65,18 @@ def per_dataset(runs_df: pd.DataFrame, columns: Sequence[str] = ("last_score", "
     return pd.DataFrame(rows, columns=["algorithm", "domain", "dataset", "metric", "mean", "std", "n"])
 
 
-def domain_totals(table: pd.DataFrame) -> pd.DataFrame:
+def domain_totals(table: pd.DataFrame, min_datasets: int = 2) -> pd.DataFrame:
     """Per algorithm, metric and domain: sum and mean over datasets of the per-dataset means, as papers print them.
 
-    `complete` is False where the algorithm lacks a dataset that another algorithm has in that domain, so its
-    total is not comparable.
+    Only domains with at least `min_datasets` datasets get a total (a 'total' of one dataset is that dataset's
+    score again). `complete` is False where the algorithm lacks a dataset that another algorithm has in that domain,
+    so its total is not comparable.
     """
     rows = []
     for (metric, dom), g in table.groupby(["metric", "domain"], sort=False):
         all_ds = set(g["dataset"])
+        if len(all_ds) < min_datasets:
+            continue
         for alg, ga in g.groupby("algorithm", sort=True):
             rows.append(dict(algorithm=alg, metric=metric, domain=dom, total=float(ga["mean"].sum()),
                              average=float(ga["mean"].mean()), n_datasets=int(len(ga)),
@@ -77,6 +86,50 @@ def domain_totals(table: pd.DataFrame) -> pd.DataFrame:
         out = out.sort_values(["metric", "domain", "algorithm"], key=lambda s: s.map(_domain_key)
                               if s.name == "domain" else s, ignore_index=True)
     return out
+
+
+def train_regret(run: pd.Series) -> float:
+    """CORL's regret over the training episodes: summary `train_regret`, else extra `final_regret` or `regret`."""
+    for value in (run.get("train_regret"), json_dict(run.get("extra")).get("final_regret"),
+                  json_dict(run.get("extra")).get("regret")):
+        if value is not None and isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+    return float("nan")
+
+
+def eval_regret(run: pd.Series, evals_df: pd.DataFrame) -> float:
+    """Regret of the evaluation policy: summary `eval_regret`, else mean(1 - success_rate) over online evaluations."""
+    value = run.get("eval_regret")
+    if value is not None and isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    if evals_df.empty:
+        return float("nan")
+    ev = evals_df[(evals_df["run_id"] == run["run_id"]) & (evals_df["phase"] == "online")]
+    succ = pd.to_numeric(ev["success_rate"], errors="coerce").dropna()
+    return float((1.0 - succ).mean()) if len(succ) else float("nan")
+
+
+def regrets(runs_df: pd.DataFrame, evals_df: pd.DataFrame,
+            statuses: Sequence[str] | None = ("finished", "diverged")) -> pd.DataFrame:
+    """Train and eval regret (mean ± std over seeds) per algorithm and dataset, for datasets with a success rate.
+
+    Train regret (CORL's) counts the training episodes' failures, eval regret the evaluation episodes' failures in
+    the online phase; both in [0, 1]. Locomotion has no success, so it has no regret.
+    """
+    cols = ["algorithm", "domain", "dataset", "kind", "mean", "std", "n"]
+    df = runs_df
+    if statuses is not None and "status" in df.columns:
+        df = df[df["status"].isin(statuses)]
+    df = df[df["domain"].isin(SUCCESS_DOMAINS)] if "domain" in df.columns else df.iloc[:0]
+    rows = []
+    for (alg, dom, ds), g in df.groupby(["algorithm", "domain", "dataset"], sort=True):
+        for kind, values in (("train", [train_regret(r) for _, r in g.iterrows()]),
+                             ("eval", [eval_regret(r, evals_df) for _, r in g.iterrows()])):
+            v = np.array([x for x in values if math.isfinite(x)])
+            if v.size:
+                rows.append(dict(algorithm=alg, domain=dom, dataset=ds, kind=kind, mean=float(v.mean()),
+                                 std=float(v.std(ddof=1)) if v.size > 1 else float("nan"), n=int(v.size)))
+    return pd.DataFrame(rows, columns=cols)
 
 
 def compare_published(runs_df: pd.DataFrame, published: pd.DataFrame | None,
@@ -134,7 +187,8 @@ def compare_published(runs_df: pd.DataFrame, published: pd.DataFrame | None,
 def _escape_latex(s: str) -> str:
     """Text with LaTeX special characters escaped."""
     rep = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\~{}",
-           "^": r"\^{}", "±": r"$\pm$", "–": "--", "→": r"$\to$"}
+           "^": r"\^{}", "±": r"$\pm$", "–": "--", "→": r"$\to$", "<": r"$<$", ">": r"$>$", "−": r"$-$",
+           "×": r"$\times$", "≥": r"$\geq$"}
     return "".join(rep.get(ch, ch) for ch in str(s))
 
 
@@ -167,11 +221,18 @@ def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: s
 
 
 def score_table_rows(table: pd.DataFrame, metric: str, totals: pd.DataFrame | None = None,
-                     algorithms: Sequence[str] | None = None) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, rows and domain-break indices of a datasets x algorithms 'mean ± std' table with domain totals."""
+                     algorithms: Sequence[str] | None = None, behaviour: dict[str, float] | None = None,
+                     labels: dict[str, str] | None = None) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows and domain-break indices of a datasets x algorithms 'mean ± std' table with domain totals.
+
+    With `behaviour` (dataset -> the behaviour policy's normalised score) a Behaviour column follows the dataset;
+    `labels` renames algorithm columns (e.g. with their regime).
+    """
     t = table[table["metric"] == metric]
     algs = list(algorithms) if algorithms is not None else sorted(t["algorithm"].unique())
-    header = ["Dataset", *algs]
+    labels = labels or {}
+    ref = behaviour is not None
+    header = ["Dataset", *([BEHAVIOUR] if ref else []), *(labels.get(a, a) for a in algs)]
     rows: list[list[str]] = []
     breaks: list[int] = []
     totals = totals if totals is not None else domain_totals(t)
@@ -179,14 +240,18 @@ def score_table_rows(table: pd.DataFrame, metric: str, totals: pd.DataFrame | No
         if rows:
             breaks.append(len(rows))
         td = t[t["domain"] == dom]
-        for ds in sorted(td["dataset"].unique()):
-            cells = [ds]
+        datasets = sorted(td["dataset"].unique())
+        for ds in datasets:
+            cells = [ds] + ([_fmt(behaviour.get(ds, float("nan")))] if ref else [])
             for a in algs:
                 r = td[(td["dataset"] == ds) & (td["algorithm"] == a)]
                 cells.append(_pm(r["mean"].iloc[0], r["std"].iloc[0], int(r["n"].iloc[0])) if len(r) else "–")
             rows.append(cells)
         tot = totals[(totals["metric"] == metric) & (totals["domain"] == dom)]
-        cells = [f"{dom} total"]
+        if tot.empty:
+            continue
+        refs = [behaviour.get(ds, float("nan")) for ds in datasets] if ref else []
+        cells = [f"{dom} total"] + ([_fmt(float(np.sum(refs)))] if ref else [])
         for a in algs:
             r = tot[tot["algorithm"] == a]
             if r.empty:
@@ -210,17 +275,102 @@ def comparison_rows(comp: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def unmatched_text(comp: pd.DataFrame) -> str:
+    """One sentence naming our (algorithm, dataset, phase) results that no published row matches; '' when none."""
+    miss = comp[comp["source"] == ""]
+    if miss.empty:
+        return ""
+    parts = []
+    for (alg, ds), g in miss.groupby(["algorithm", "dataset"], sort=True):
+        parts.append(f"{alg} on {ds} ({', '.join(sorted(g['phase']))})")
+    return "No published number for: " + "; ".join(parts) + "."
+
+
 def _signed(x: float) -> str:
     """Signed number with two decimals, '–' when missing."""
     return "–" if x is None or not math.isfinite(x) else f"{x:+.2f}"
 
 
+def _with_budget(caption: str, budget: str) -> str:
+    """The caption followed by the budget paragraph (when there is one)."""
+    return f"{caption}. {budget}" if budget else caption
+
+
+def _write(out: Path, stem: str, caption: str, header: list[str], rows: list[list[str]], align: str | None = None,
+           breaks: Sequence[int] = ()) -> dict[str, Path]:
+    """Write OUT/stem.md (caption as a heading) and OUT/stem.tex (caption in \\caption); return both paths."""
+    md, tex = out / f"{stem}.md", out / f"{stem}.tex"
+    md.write_text(f"### {caption}\n\n" + markdown_table(header, rows, align))
+    tex.write_text(latex_table(header, rows, caption, f"tab:{stem}", breaks))
+    return {md.name: md, tex.name: tex}
+
+
+def aggregate_rows(met: pd.DataFrame, labels: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the rliable aggregates: one row per algorithm, 'value [low, high]' or the value alone
+    with the reason in the Interval column (never a zero-width or small-sample interval)."""
+    from analysis.aggregate import METRICS
+
+    header = ["Algorithm", *METRICS, "Runs per task", "Interval"]
+    rows = []
+    for alg, g in met.groupby("algorithm", sort=True):
+        g = g.set_index("metric")
+        cells = [(labels or {}).get(alg, alg)]
+        for m in METRICS:
+            r = g.loc[m] if m in g.index else None
+            if r is None:
+                cells.append("–")
+            elif np.isfinite(r["ci_low"]):
+                cells.append(f"{r['value']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]")
+            else:
+                cells.append(_fmt(r["value"]))
+        notes = sorted(set(g["interval"]))
+        cells += [str(int(g["n_runs"].iloc[0])), "; ".join(notes)]
+        rows.append(cells)
+    return header, rows
+
+
+def poi_rows(poi: pd.DataFrame, labels: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the probability of improvement: P and its interval, or the reason it has none."""
+    header = ["X", "Y", "P(X > Y)", "95% interval", "runs per task (X, Y)"]
+    rows = []
+    for r in poi.itertuples(index=False):
+        ci = f"[{r.ci_low:.2f}, {r.ci_high:.2f}]" if np.isfinite(r.ci_low) else r.interval
+        rows.append([(labels or {}).get(r.algorithm_x, r.algorithm_x), (labels or {}).get(r.algorithm_y, r.algorithm_y),
+                     f"{r.probability:.2f}", ci, f"{r.n_x}, {r.n_y}"])
+    return header, rows
+
+
+def write_aggregate_tables(met: pd.DataFrame, poi: pd.DataFrame, out: str | Path, column: str, budget: str = "",
+                           labels: dict[str, str] | None = None) -> dict[str, Path]:
+    """aggregate_<column>.md/.tex and poi_<column>.md/.tex (when there are pairs), captions ending in the budget."""
+    out = Path(out)
+    label = METRIC_LABELS.get(column, column)
+    paths: dict[str, Path] = {}
+    if not met.empty:
+        header, rows = aggregate_rows(met, labels)
+        cap = _with_budget(f"Aggregate normalised score ({label}) over {int(met['n_tasks'].iloc[0])} task(s), rliable "
+                           "point estimates with 95% stratified-bootstrap intervals where reported", budget)
+        paths.update(_write(out, f"aggregate_{column}", cap, header, rows, "l" + "r" * (len(header) - 2) + "l"))
+    if not poi.empty:
+        header, rows = poi_rows(poi, labels)
+        cap = _with_budget(f"Probability of improvement P(X > Y) ({label}), averaged over tasks", budget)
+        paths.update(_write(out, f"poi_{column}", cap, header, rows, "llrlr"))
+    return paths
+
+
 def write_all_tables(runs_df: pd.DataFrame, out: str | Path, published: pd.DataFrame | None = None,
-                     columns: Sequence[str] = ("last_score", "best_score")) -> dict[str, Path]:
-    """Write per-dataset score tables, domain totals and the published comparison as Markdown, LaTeX and CSV."""
+                     columns: Sequence[str] = SCORE_TABLE_COLUMNS, budget: str = "",
+                     behaviour: dict[str, float] | None = None, labels: dict[str, str] | None = None,
+                     evals_df: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write per-dataset score tables, domain totals, regrets and the published comparison (Markdown, LaTeX, CSV).
+
+    `budget` (ReportHeader.caption) ends every caption; `behaviour` adds the reference column; `labels` names the
+    algorithm columns (with their regime where regimes are mixed).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
+    columns = [c for c in columns if c in runs_df.columns and pd.to_numeric(runs_df[c], errors="coerce").notna().any()]
     table = per_dataset(runs_df, columns)
     totals = domain_totals(table)
     table.to_csv(out / "per_dataset.csv", index=False)
@@ -228,18 +378,19 @@ def write_all_tables(runs_df: pd.DataFrame, out: str | Path, published: pd.DataF
     paths["per_dataset.csv"] = out / "per_dataset.csv"
     paths["domain_totals.csv"] = out / "domain_totals.csv"
     algs = sorted(runs_df["algorithm"].unique()) if not runs_df.empty else []
+    labels = labels or {}
+    ns = sorted(set(table["n"])) if not table.empty else []
+    n_text = f"n = {'–'.join(map(str, (ns[0], ns[-1]) if len(ns) > 1 else ns))} seeds" if ns else ""
+    ref_text = ("; Behaviour = the normalised score of the policy that collected the dataset (its metadata; "
+                "'–' where it has none)" if behaviour is not None else "")
     for metric in columns:
         if metric not in set(table["metric"]):
             continue
-        header, rows, breaks = score_table_rows(table, metric, totals, algs)
+        header, rows, breaks = score_table_rows(table, metric, totals, algs, behaviour, labels)
         label = METRIC_LABELS.get(metric, metric)
-        caption = (f"Normalized score ({label}), mean ± std over seeds; domain rows sum the per-dataset means "
-                   "('(k ds)': only k datasets)")
-        stem = f"scores_{metric.replace('_score', '')}"
-        (out / f"{stem}.md").write_text(f"### {caption}\n\n" + markdown_table(header, rows))
-        (out / f"{stem}.tex").write_text(latex_table(header, rows, caption, f"tab:{stem}", breaks))
-        paths[f"{stem}.md"] = out / f"{stem}.md"
-        paths[f"{stem}.tex"] = out / f"{stem}.tex"
+        caption = _with_budget(f"Normalised score ({label}), mean ± std over seeds ({n_text}){ref_text}; domain rows "
+                               "sum the per-dataset means ('(k ds)': only k datasets)", budget)
+        paths.update(_write(out, f"scores_{metric.replace('_score', '')}", caption, header, rows, breaks=breaks))
     # domain totals as their own table: rows algorithm, columns domain x metric (sum and average)
     if not totals.empty:
         doms = sorted(totals["domain"].unique(), key=_domain_key)
@@ -247,7 +398,7 @@ def write_all_tables(runs_df: pd.DataFrame, out: str | Path, published: pd.DataF
         header = ["Algorithm"] + [f"{d} {METRIC_LABELS.get(m, m)} (sum / avg)" for m in metrics_ for d in doms]
         rows = []
         for a in algs:
-            cells = [a]
+            cells = [labels.get(a, a)]
             for m in metrics_:
                 for d in doms:
                     r = totals[(totals["algorithm"] == a) & (totals["metric"] == m) & (totals["domain"] == d)]
@@ -257,19 +408,37 @@ def write_all_tables(runs_df: pd.DataFrame, out: str | Path, published: pd.DataF
                         mark = "" if bool(r["complete"].iloc[0]) else "*"
                         cells.append(f"{r['total'].iloc[0]:.1f} / {r['average'].iloc[0]:.1f}{mark}")
             rows.append(cells)
-        cap = "Domain totals (sum and average of per-dataset means); * = algorithm lacks some datasets of the domain"
-        (out / "domain_totals.md").write_text(f"### {cap}\n\n" + markdown_table(header, rows))
-        (out / "domain_totals.tex").write_text(latex_table(header, rows, cap, "tab:domain_totals"))
-        paths["domain_totals.md"] = out / "domain_totals.md"
-        paths["domain_totals.tex"] = out / "domain_totals.tex"
+        cap = _with_budget("Domain totals (sum and average of per-dataset means, domains with 2 or more datasets); "
+                           "* = algorithm lacks some datasets of the domain", budget)
+        paths.update(_write(out, "domain_totals", cap, header, rows))
+    reg = regrets(runs_df, evals_df if evals_df is not None else pd.DataFrame(), ("finished", "diverged"))
+    if not reg.empty:
+        reg.to_csv(out / "regret.csv", index=False)
+        paths["regret.csv"] = out / "regret.csv"
+        rows = []
+        for (alg, ds), g in reg.groupby(["algorithm", "dataset"], sort=True):
+            cell = {k: _pm(r["mean"], r["std"], int(r["n"]), 3) for k, r in g.set_index("kind").iterrows()}
+            rows.append([ds, labels.get(alg, alg), cell.get("train", "–"), cell.get("eval", "–")])
+        cap = _with_budget("Regret, mean ± std over seeds: train = CORL's mean(1 − success) over the online training "
+                           "episodes; eval = mean(1 − success rate) over the online evaluations", budget)
+        paths.update(_write(out, "regret", cap, ["Dataset", "Algorithm", "Train regret", "Eval regret"], rows,
+                            "llrr"))
     comp = compare_published(runs_df, published)
     if not comp.empty:
         comp.to_csv(out / "published_comparison.csv", index=False)
-        header, rows = comparison_rows(comp)
-        cap = ("Ours (offline_score for published offline numbers, online_score for online ones; mean ± std) beside "
-               "published scores; Diff = ours - published")
-        (out / "published_comparison.md").write_text(f"### {cap}\n\n" + markdown_table(header, rows, "lllrrrrll"))
-        (out / "published_comparison.tex").write_text(latex_table(header, rows, cap, "tab:published"))
-        for k in ("published_comparison.csv", "published_comparison.md", "published_comparison.tex"):
-            paths[k] = out / k
+        paths["published_comparison.csv"] = out / "published_comparison.csv"
+        matched = comp[comp["source"] != ""]
+        missing = unmatched_text(comp)
+        cap = _with_budget("Ours (offline_score for published offline numbers, online_score for online ones; mean ± "
+                           "std) beside published scores; Diff = ours - published", budget)
+        md = out / "published_comparison.md"
+        if matched.empty:
+            md.write_text(f"### {cap}\n\nNo published row matches these runs (same algorithm, dataset and phase), "
+                          f"so there is nothing to compare. {missing}\n")
+            paths[md.name] = md
+        else:
+            header, rows = comparison_rows(matched)
+            paths.update(_write(out, "published_comparison", cap, header, rows, "lllrrrrll"))
+            if missing:
+                md.write_text(md.read_text() + f"\n{missing}\n")
     return paths

@@ -509,6 +509,21 @@ def select_behaviour(family: str, raw_path: Path, seed: int = 0, candidates: int
     return info
 
 
+def behaviour_score(name: str) -> float | None:
+    """Normalized score of the policy that collected a generated dataset, from its file's metadata.
+
+    None for names that are not `local:` datasets, files not generated on this machine and files without it.
+    """
+    try:
+        path = local_path(name, create=False)
+    except (KeyError, ValueError, IndexError):
+        return None
+    if not str(name).startswith("local:") or not path.exists():
+        return None
+    value = _read_meta(path).get("behaviour_normalized")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 # ----------------------------------------------------------------------------------------------- command line
 def markdown_table(names: list[str] | None = None) -> str:
     """Markdown table of the generated datasets' behaviour returns (from their metadata)."""

@@ -87,6 +87,21 @@ def git_commit() -> str | None:
         return None
 
 
+def device_name(requested: Any = "auto") -> str:
+    """The device a run's `--device` resolves to, as the report prints it: 'cpu' or 'cuda:0 (GPU name)'."""
+    try:
+        import torch
+    except ImportError:
+        return str(requested)
+    if requested in (None, "auto"):
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    name = str(requested)
+    if name.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(name).index or 0
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return name
+
+
 def _clean(x: Any) -> Any:
     """JSON-safe value: NaN/inf become None, numpy scalars become Python numbers, paths strings."""
     if isinstance(x, dict):
@@ -114,6 +129,7 @@ class RunRecorder:
         self.out.mkdir(parents=True, exist_ok=True)
         self.base = {"algorithm": algorithm, "dataset": dataset, "seed": int(seed), "budget": budget}
         self.config = config
+        self.device = device_name(config.get("device", "auto"))
         self.rows: list[dict[str, Any]] = []
         self.extra_columns: list[str] = []
         self.started = time.time()
@@ -220,6 +236,7 @@ class RunRecorder:
             "n_evals": len(self.rows),
             "config": self.config,
             "versions": package_versions(),
+            "device": self.device,
             "git_commit": git_commit(),
             "error": self.error,
             "extra": self.extra,

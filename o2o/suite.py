@@ -8,7 +8,9 @@ Command line (`python -m o2o.suite ...`):
   list | validate [SUITE ...]
 
 SUITE is a name in suites/ (`offline`, `o2o`, `famo2o`, `local`, `quickstart`) or a path to a YAML file. Runs go to
-`results/<suite>/runs/<algorithm>/<dataset>/seed<N>/`; tables and figures to `results/<suite>/`.
+`results/<suite>/runs/<algorithm>/<dataset>/seed<N>/`; tables and figures to `reports/<suite>/` (both ignored by git;
+with `--out`/`--runs` the report goes beside the runs directory instead). The committed evidence under
+`results/<suite>/` is rewritten only on purpose, by `make evidence`.
 
 Suite file keys: `description`, `budget` (smoke|short|full, the default of --budget), `seeds` (a list of ints or a
 count), `min_seeds`, `datasets` (names; `{a,b}` expands, e.g. `{hopper,walker2d}-medium-v2`), `args` (fields for every
@@ -51,6 +53,7 @@ from o2o.records import atomic_write, is_finished, read_summary
 ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites"
 RESULTS_DIR = Path("results")
+REPORTS_DIR = Path("reports")
 TOP_KEYS = ("name", "description", "budget", "seeds", "min_seeds", "datasets", "args", "published", "algorithms")
 ALGORITHM_KEYS = ("file", "args", "datasets", "seeds")
 RESERVED_ARGS = ("dataset", "env", "seed", "out", "budget", "resume", "device")
@@ -811,6 +814,12 @@ def default_out(suite: Suite) -> Path:
     return RESULTS_DIR / suite.name / "runs"
 
 
+def report_dir(suite: Suite, runs: str | Path | None = None) -> Path:
+    """Where a suite's tables and figures go: `reports/<suite>` (ignored by git, relative to the working directory),
+    or beside `runs` when a runs directory is given."""
+    return Path(_display_path(Path(runs).parent)) if runs is not None else REPORTS_DIR / suite.name
+
+
 # What a run's loader does with a `local:` name (o2o.generate.local_path): generate it when missing, keep an existing
 # file whatever its size, regenerate it (at its own size and seed) only when its behaviour policy changed.
 _PREPARE = "import sys\nfrom o2o.generate import local_path\nprint(local_path(sys.argv[1], create=True))\n"
@@ -981,12 +990,12 @@ def _sweep_ray(todo: list[Plan], env: dict[str, str], workers: int, out: Path, p
 # ------------------------------------------------------------------------------------------- collecting, reporting
 def collect(suite: Suite, runs: str | Path | None = None, out: str | Path | None = None,
             stream: TextIO | None = None) -> dict[str, Path]:
-    """Tables of a suite's runs: `results/<suite>/runs.parquet` and `evals.parquet` (analysis.collect)."""
+    """Tables of a suite's runs: `runs.parquet` and `evals.parquet` in report_dir (analysis.collect)."""
     from analysis.collect import write_tables
 
     stream = stream or sys.stdout
+    out = Path(out or report_dir(suite, runs))
     runs = Path(runs or default_out(suite))
-    out = Path(out or runs.parent)
     if not runs.is_dir():
         raise SuiteError(f"{suite.name}: no runs directory {runs} (run the suite first)")
     paths = write_tables(runs, out)
@@ -1007,14 +1016,14 @@ def report(suite: Suite, runs: str | Path | None = None, out: str | Path | None 
            stream: TextIO | None = None) -> int:
     """Tables and figures of a suite (`python -m analysis.report`); skipped with a note when it is not there yet."""
     stream = stream or sys.stdout
+    out = Path(out or report_dir(suite, runs))
     runs = Path(runs or default_out(suite))
-    out = Path(out or runs.parent)
     base = report_command()
     if base is None:
         print(f"{REPORT_MODULE} is not available yet: no tables or figures made (runs.parquet and evals.parquet "
               f"are in {out})", file=stream, flush=True)
         return 0
-    cmd = [*base, str(runs), "--out", str(out), "--suite", suite.name]
+    cmd = [*base, _display_path(runs), "--out", _display_path(out), "--suite", suite.name]
     if suite.published:
         cmd += ["--published", suite.published]
     t0 = time.time()
@@ -1069,7 +1078,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--budget", choices=BUDGETS, default=None, help="default: the suite file's budget")
         sp.add_argument("--workers", type=int, default=1, help="runs at the same time (default 1)")
         sp.add_argument("--backend", choices=("local", "ray"), default="local")
-        sp.add_argument("--out", default=None, help="runs directory (default results/<suite>/runs)")
+        sp.add_argument("--out", default=None, help="runs directory (default results/<suite>/runs; reproduce then "
+                                                    "reports beside it instead of in reports/<suite>)")
         sp.add_argument("--only", default=None, help="comma-separated fnmatch patterns on algo/dataset/seedN, "
                                                      "the algorithm or the dataset")
         sp.add_argument("--device", default=None, help="--device for every run (default: each file's own)")
@@ -1080,14 +1090,15 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run every unfinished run of a suite")
     runner_opts(sp)
     sp.add_argument("--dry-run", action="store_true", help="list what would run and what is skipped")
-    sr = sub.add_parser("reproduce", help="run, collect and report a suite into results/<suite>/")
+    sr = sub.add_parser("reproduce", help="run a suite into results/<suite>/runs/, report it into reports/<suite>/")
     runner_opts(sr)
-    for name, text in (("collect", "write results/<suite>/runs.parquet and evals.parquet"),
+    for name, text in (("collect", "write reports/<suite>/runs.parquet and evals.parquet"),
                        ("report", "tables and figures of a collected suite")):
         sc = sub.add_parser(name, help=text)
         sc.add_argument("suite")
         sc.add_argument("--runs", default=None, help="runs directory (default results/<suite>/runs)")
-        sc.add_argument("--out", default=None, help="output directory (default results/<suite>)")
+        sc.add_argument("--out", default=None,
+                        help="output directory (default reports/<suite>, or beside --runs when given)")
     sub.add_parser("list", help="the suites in suites/")
     sv = sub.add_parser("validate", help="check suite files (default: all in suites/)")
     sv.add_argument("suites", nargs="*")
@@ -1127,9 +1138,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "run" or result.interrupted:
             return 130 if result.interrupted else (0 if result.ok or args.dry_run else 1)
         runs_dir = result.out
-        collect(suite, runs_dir, runs_dir.parent)
-        rc = report(suite, runs_dir, runs_dir.parent)
-        print(f"results of {suite.name}: {runs_dir.parent}")
+        out = report_dir(suite, runs_dir if args.out else None)
+        collect(suite, runs_dir, out)
+        rc = report(suite, runs_dir, out)
+        print(f"results of {suite.name}: {_display_path(out)}")
         if not result.ok:
             print(f"warning: {len(result.failed)} run(s) failed; see {runs_dir / FAILURES_FILE}", file=sys.stderr)
             return 1
