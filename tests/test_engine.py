@@ -282,13 +282,16 @@ def test_killed_pack_resumes_every_seeds_curve(hopper_file, tmp_path):
         assert json.loads((out / f"seed{s}" / "summary.json").read_text())["status"] == "finished"
 
 
-def test_resume_refuses_seeds_at_different_steps(hopper_file, tmp_path):
-    base = ["--offline-steps", "20", "--eval-every", "20", "--checkpoint-every", "20"]
+def test_resume_refuses_seeds_at_different_steps(hopper_file, tmp_path, capsys):
+    base = ["--offline-steps", "40", "--eval-every", "20", "--checkpoint-every", "20"]
     assert run("iql", hopper_file, tmp_path / "p", "--seeds", "0,1", *base) == 0
-    assert run("iql", hopper_file, tmp_path / "p" / "seed1", "--seed", "1", "--offline-steps", "40",
-               "--eval-every", "20", "--checkpoint-every", "40") == 0
-    with pytest.raises(CheckpointError, match="different steps"):
-        run("iql", hopper_file, tmp_path / "p", "--seeds", "0,1", *base, "--offline-steps", "60", "--resume", "true")
+    ck = Checkpointer(tmp_path / "p" / "seed1")  # as if seed 1 had been checkpointed at another step
+    ck.save({**ck.load(), "step": 20})
+    for s in (0, 1):
+        (tmp_path / "p" / f"seed{s}" / "summary.json").unlink()  # not finished: resumable
+    assert run("iql", hopper_file, tmp_path / "p", "--seeds", "0,1", *base, "--resume", "true") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different steps [20, 40]" in err[0]
 
 
 def test_divergence_of_one_seed_leaves_the_others_running(hopper_file, tmp_path, capsys):
@@ -324,3 +327,74 @@ def test_compiled_update_matches_eager(hopper_file):
         assert torch.allclose(outs[0][0][k], outs[1][0][k], rtol=1e-4, atol=1e-5), k
     for a, b in zip(outs[0][1], outs[1][1]):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ run safety
+def test_resume_refuses_a_checkpoint_of_other_settings(hopper_file, tmp_path, capsys):
+    """--resume with another expectile (or dataset, or seed) is refused in one line naming the fields; safe
+    fields (evaluation, logging, device) may change."""
+    out = tmp_path / "run"
+    assert run("iql", hopper_file, out, "--offline-steps", "20", "--eval-every", "20", "--checkpoint-every", "10") == 0
+    (out / "summary.json").unlink()  # an interrupted run
+    assert run("iql", hopper_file, out, "--offline-steps", "20", "--eval-every", "20", "--checkpoint-every", "10",
+               "--expectile", "0.9", "--resume", "true") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expectile: 0.7 -> 0.9" in err[0] and "--force" in err[0]
+    assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+    assert run("iql", hopper_file, out, "--offline-steps", "20", "--eval-every", "10", "--checkpoint-every", "10",
+               "--eval-episodes", "1", "--resume", "true") == 0  # evaluation settings are safe to change
+
+
+def test_a_finished_run_is_left_alone_unless_forced(hopper_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--offline-steps", "20", "--eval-every", "20"]
+    assert run("iql", hopper_file, out, *args) == 0
+    before = (out / "evals.csv").read_text(), (out / "summary.json").stat().st_mtime_ns
+    (out / "run.json").write_text("{}")  # a suite's file from the earlier run
+    assert run("iql", hopper_file, out, *args, "--seed", "1") == 0  # another seed on the same --out: refused
+    assert "nothing to do" in capsys.readouterr().out
+    assert ((out / "evals.csv").read_text(), (out / "summary.json").stat().st_mtime_ns) == before
+    assert run("iql", hopper_file, out, *args, "--seed", "1", "--force", "true") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 1 and not (out / "run.json").exists()  # old records cleared
+
+
+def test_a_locked_run_directory_is_refused(hopper_file, tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out / loop.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another run holds it
+    try:
+        assert run("iql", hopper_file, out, "--offline-steps", "20") == 2
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by another process" in err[0]
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_a_damaged_checkpoint_is_one_line(hopper_file, tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    assert run("iql", hopper_file, out, "--offline-steps", "20", "--eval-every", "20") == 0
+    (out / "summary.json").unlink()
+    data = (out / "checkpoint.pt").read_bytes()
+    if damage == "flip":
+        data = data[:2000] + bytes(b ^ 0xFF for b in data[2000:4000]) + data[4000:]
+    (out / "checkpoint.pt").write_bytes({"flip": data, "truncate": data[: len(data) // 2], "empty": b""}[damage])
+    assert run("iql", hopper_file, out, "--offline-steps", "20", "--eval-every", "20", "--resume", "true") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint.pt is corrupt or truncated" in err[0]
+    assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+
+
+def test_bad_dataset_is_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "notes.hdf5"
+    bad.write_text("not a dataset")
+    assert run("iql", str(bad), tmp_path / "run", "--offline-steps", "20") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "notes.hdf5" in err[0]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "notes.hdf5" in summary["error"]
