@@ -50,3 +50,32 @@ def hopper_file(tmp_path_factory, hopper_arrays) -> str:
     path = tmp_path_factory.mktemp("data") / "hopper_tiny.hdf5"
     write_d4rl_hdf5(path, hopper_arrays, {"policy": "random"})
     return str(path)
+
+
+def train_agent(mod, cfg, data: dict[str, np.ndarray], steps: int, seeds=(0,), max_action: float = 1.0):
+    """Build `mod`'s agent for `seeds` as o2o.loop does and take `steps` offline gradient steps on `data`.
+
+    mod: an algorithm module (baselines.iql, ...); data: the buffer's fields obs, act, rew, next_obs, done as numpy
+    arrays, already as the engine's transforms leave them; batches of cfg.batch_size rows per seed from the engine's
+    stream ("batches"). steps = 0 returns the freshly built agent. The Setup's spec is hopper's with `data`'s dims
+    (the agents read only the dims, max_action and the observations from the Setup).
+    """
+    import dataclasses
+
+    import torch
+
+    from o2o import loop
+    from o2o.buffer import ReplayBuffer
+    from o2o.registry import get_spec
+    from o2o.rng import MemberRNG
+
+    seeds = list(seeds)
+    obs_dim, act_dim = data["obs"].shape[1], data["act"].shape[1]
+    spec = dataclasses.replace(get_spec("hopper-medium-v2"), obs_dim=obs_dim, act_dim=act_dim)
+    setup = loop.Setup(seeds, spec, obs_dim, act_dim, max_action, torch.device("cpu"),
+                       np.asarray(data["obs"], np.float32))
+    agent = mod.algorithm(cfg).build(cfg, setup)
+    buffer, rng = ReplayBuffer(data, len(seeds), 0), MemberRNG(seeds, "batches")
+    for _ in range(steps):
+        agent.update(buffer.sample(rng, cfg.batch_size), online=False)
+    return agent
