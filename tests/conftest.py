@@ -79,3 +79,30 @@ def train_agent(mod, cfg, data: dict[str, np.ndarray], steps: int, seeds=(0,), m
     for _ in range(steps):
         agent.update(buffer.sample(rng, cfg.batch_size), online=False)
     return agent
+
+
+def bandit_data(n: int = 2048) -> dict[str, np.ndarray]:
+    """One state, actions from two modes ±0.5 (σ 0.05); reward 1 for the +0.5 mode, 0 for the other; terminal."""
+    rng = np.random.default_rng(1)
+    good = rng.random(n) < 0.5
+    act = np.where(good, 0.5, -0.5) + 0.05 * rng.standard_normal(n)
+    return {"obs": np.zeros((n, 1)), "act": act[:, None], "rew": good.astype(np.float32),
+            "next_obs": np.zeros((n, 1)), "done": np.ones(n)}
+
+
+def chain_data(n: int = 4, reward: float = 1.0) -> dict[str, np.ndarray]:
+    """Chain of n one-hot states; a = +0.5 advances (`reward` and terminal from the last state), a = −0.5 stays."""
+    eye, rows = np.eye(n), []
+    for s in range(n):
+        last = s == n - 1
+        rows.append((eye[s], [0.5], reward * last, eye[min(s + 1, n - 1)], float(last)))
+        rows.append((eye[s], [-0.5], 0.0, eye[s], 0.0))
+    return {k: np.array([r[i] for r in rows], np.float32)
+            for i, k in enumerate(("obs", "act", "rew", "next_obs", "done"))}
+
+
+def random_data(obs_dim: int, act_dim: int, n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
+    """n random transitions in the buffer's layout."""
+    rng = np.random.default_rng(seed)
+    return {"obs": rng.standard_normal((n, obs_dim)), "act": rng.uniform(-1, 1, (n, act_dim)),
+            "rew": rng.standard_normal(n), "next_obs": rng.standard_normal((n, obs_dim)), "done": np.zeros(n)}

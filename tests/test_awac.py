@@ -19,7 +19,7 @@ from o2o.cli import parse_config
 from o2o.nets import GaussianActor, TwinQ
 from o2o.rng import MemberRNG, member_generators
 
-from .conftest import train_agent
+from .conftest import bandit_data, chain_data, train_agent
 
 TINY = ["--hidden-dim", "32", "--batch-size", "64", "--eval-episodes", "1", "--device", "cpu", "--budget", "smoke"]
 SEEDS = [0, 1]
@@ -87,38 +87,18 @@ def test_actor_loss_hand_computed():
 
 
 # ---------------------------------------------------------------------------------------------------------- behaviour
-def bandit(n: int = 2048) -> dict[str, np.ndarray]:
-    """One state, actions from two modes ±0.5 (σ 0.05); reward 1 for the +0.5 mode, 0 for the other; terminal."""
-    rng = np.random.default_rng(1)
-    good = rng.random(n) < 0.5
-    act = np.where(good, 0.5, -0.5) + 0.05 * rng.standard_normal(n)
-    return {"obs": np.zeros((n, 1)), "act": act[:, None], "rew": good.astype(np.float32),
-            "next_obs": np.zeros((n, 1)), "done": np.ones(n)}
-
-
 def test_bandit_policy_picks_best_in_support_mode():
     cfg = awac.AWACConfig(hidden_dim=32, n_hidden=2, batch_size=64, actor_lr=1e-3, critic_lr=1e-3, awac_lambda=0.1)
-    agent = train_agent(awac, cfg, bandit(), 600, seeds=SEEDS)
+    agent = train_agent(awac, cfg, bandit_data(), 600, seeds=SEEDS)
     a = agent.act(torch.zeros(2, 1, 1), explore=False)[:, 0, 0]
     assert torch.all((a > 0.4) & (a < 0.6)), a  # behaviour cloning would give ≈ 0; the good mode is at +0.5
-
-
-def chain(n: int = 4, reward: float = 10.0) -> dict[str, np.ndarray]:
-    """Chain of n one-hot states; a = +0.5 advances (reward 10 and terminal from the last state), a = −0.5 stays."""
-    eye, rows = np.eye(n), []
-    for s in range(n):
-        last = s == n - 1
-        rows.append((eye[s], [0.5], reward * last, eye[min(s + 1, n - 1)], float(last)))
-        rows.append((eye[s], [-0.5], 0.0, eye[s], 0.0))
-    return {k: np.array([r[i] for r in rows], np.float32) for i, k in enumerate(("obs", "act", "rew", "next_obs",
-                                                                                "done"))}
 
 
 def test_chain_learns_the_best_path_values():
     n, gamma = 4, 0.9
     cfg = awac.AWACConfig(hidden_dim=32, n_hidden=2, batch_size=64, actor_lr=1e-3, critic_lr=1e-3, awac_lambda=0.1,
                           tau=0.05, discount=gamma)
-    agent = train_agent(awac, cfg, chain(n), 1500)
+    agent = train_agent(awac, cfg, chain_data(n, reward=10.0), 1500)
     eye = torch.eye(n)[None]
     q_star = 10.0 * gamma ** np.arange(n - 1, -1, -1)  # advance every step: Q*(s, advance) = 10 γ^(n−1−s)
     q_adv = agent.critic(eye, torch.full((1, n, 1), 0.5))[0].detach().numpy()

@@ -19,7 +19,7 @@ from o2o.cli import parse_config
 from o2o.nets import DeterministicActor, GaussianActor, TwinQ, ValueNet
 from o2o.rng import member_generators
 
-from .conftest import train_agent
+from .conftest import bandit_data, chain_data, train_agent
 
 TINY = ["--hidden-dim", "32", "--batch-size", "64", "--eval-episodes", "1", "--device", "cpu", "--budget", "smoke"]
 
@@ -88,33 +88,13 @@ def test_value_and_q_losses_hand_computed():
 
 
 # ---------------------------------------------------------------------------------------------------------- behaviour
-def bandit(n: int = 2048) -> dict[str, np.ndarray]:
-    """One state, actions from two modes ±0.5 (σ 0.05); reward 1 for the +0.5 mode, 0 for the other; terminal."""
-    rng = np.random.default_rng(1)
-    good = rng.random(n) < 0.5
-    act = np.where(good, 0.5, -0.5) + 0.05 * rng.standard_normal(n)
-    return {"obs": np.zeros((n, 1)), "act": act[:, None], "rew": good.astype(np.float32),
-            "next_obs": np.zeros((n, 1)), "done": np.ones(n)}
-
-
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_bandit_policy_picks_best_in_support_mode(deterministic):
     cfg = iql.IQLConfig(hidden_dim=32, batch_size=64, actor_lr=1e-3, q_lr=1e-3, v_lr=1e-3, expectile=0.9, beta=10.0,
                         offline_steps=600, deterministic_actor=deterministic)
-    agent = train_agent(iql, cfg, bandit(), 600, seeds=(0, 1))
+    agent = train_agent(iql, cfg, bandit_data(), 600, seeds=(0, 1))
     a = agent.act(torch.zeros(2, 1, 1), explore=False)[:, 0, 0]
     assert torch.all((a > 0.4) & (a < 0.6)), a  # behaviour cloning would give ≈ 0; the good mode is at +0.5
-
-
-def chain(n: int = 4) -> dict[str, np.ndarray]:
-    """Chain of n one-hot states; a = +0.5 advances (reward 1 and terminal from the last state), a = −0.5 stays."""
-    eye, rows = np.eye(n), []
-    for s in range(n):
-        last = s == n - 1
-        rows.append((eye[s], [0.5], float(last), eye[min(s + 1, n - 1)], float(last)))
-        rows.append((eye[s], [-0.5], 0.0, eye[s], 0.0))
-    return {k: np.array([r[i] for r in rows], np.float32) for i, k in enumerate(("obs", "act", "rew", "next_obs",
-                                                                                "done"))}
 
 
 def expectile_values(n: int, tau: float, gamma: float) -> np.ndarray:
@@ -137,7 +117,7 @@ def test_chain_values_match_the_expectile_fixed_point():
     assert expectile_values(n, 0.999, gamma) == pytest.approx(best, abs=0.01)  # τ → 1 recovers it
     cfg = iql.IQLConfig(hidden_dim=32, batch_size=64, actor_lr=1e-3, q_lr=1e-3, v_lr=1e-3, expectile=0.9,
                         discount=gamma, tau=0.05, offline_steps=1500)
-    agent = train_agent(iql, cfg, chain(n), 1500)
+    agent = train_agent(iql, cfg, chain_data(n), 1500)
     eye = torch.eye(n)[None]
     v = agent.value(eye)[0].detach().numpy()
     assert v == pytest.approx(v09, abs=0.05)
