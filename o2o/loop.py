@@ -80,10 +80,12 @@ class LoopConfig(RunConfig):
     force: bool = False  # train again a run directory that holds a finished run (its old records are cleared)
 
 
-# Fields a resumed run may change: they do not change what is trained (evaluations draw no training randomness).
-# Every other field, the algorithm, the dataset (name and content) and the seed must equal the checkpoint's.
+# Fields a resumed run may change: they do not change what is trained (evaluations draw no training randomness),
+# or they extend it (the step counts: a run resumed with more steps goes on; the offline count only while the run is
+# still offline; IQL's cosine actor schedule then follows the new count from the resume on). Every other field, the
+# algorithm, the dataset (name and content) and the seed must equal the checkpoint's.
 SAFE_TO_CHANGE = ("eval_episodes", "eval_every", "log_every", "checkpoint_every", "device", "threads", "out",
-                  "resume", "seeds", "compile", "budget", "force")
+                  "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps")
 RECORD_FILES = ("summary.json", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt", "checkpoint.json",
                 "betas.npy", "policy.pt", "run.json", "log.txt")
 LOCK_FILE = ".lock"  # the suite runner's run-directory lock (o2o/suite.py holds it for the runs it starts)
@@ -248,7 +250,8 @@ def train(cfg: LoopConfig, algo: Algorithm) -> list[dict[str, Any]]:
     dirs = run_dirs(algo.name, cfg)
     fds = lock_run_dirs(dirs)
     try:
-        done = [is_finished(d) for d in dirs]
+        total = cfg.offline_steps + cfg.online_steps
+        done = [is_finished(d) and not (cfg.resume and (read_summary(d) or {}).get("steps", 0) < total) for d in dirs]
         if cfg.force:
             for d in dirs:
                 for name in RECORD_FILES:
@@ -358,6 +361,10 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
                 if changes:
                     raise CheckpointError(f"--resume: {d / 'checkpoint.pt'} was trained with other settings ("
                                           f"{'; '.join(changes)}); use another --out, or --force to start afresh")
+                old_offline = int(st.get("config", {}).get("offline_steps", cfg.offline_steps))
+                if old_offline != cfg.offline_steps and int(st["step"]) > min(old_offline, cfg.offline_steps):
+                    raise CheckpointError(f"--resume: {d / 'checkpoint.pt'} is at step {st['step']}, past the "
+                                          f"offline phase of {old_offline} steps; --offline-steps cannot change now")
             at = sorted({int(st["step"]) for st in loaded})
             if len(at) > 1:
                 raise CheckpointError(f"--resume: the seeds' checkpoints are at different steps {at}; resume them "
