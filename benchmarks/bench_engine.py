@@ -40,14 +40,6 @@ PACK_TARGET = 1.2  # S = 5 seed-updates/s over S = 1, CPU one thread (issue: "at
 NOISE = 0.05  # relative spread of repeated timings on this machine
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def dataset() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {"obs": rng.normal(size=(N, OBS_DIM)).astype(np.float32),

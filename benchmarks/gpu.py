@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-steps", type=int, default=100_000, help="offline updates of the packed IQL run")
     p.add_argument("--dataset-size", type=int, default=200_000, help="transitions of the generated dataset")
     p.add_argument("--device", default="cuda")
-    p.add_argument("--budget-s", type=float, default=450.0, help="stop starting new work after this many seconds")
+    p.add_argument("--budget-s", type=float, default=460.0, help="stop starting new work after this many seconds")
     p.add_argument("--out", default="results/bench")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     name = device_name(device)
     print(f"[bench-gpu] {name}, torch {torch.__version__}, {args.updates} updates per configuration", flush=True)
     results, skipped = [], []
-    reserve = 150.0  # seconds kept for the packed run
+    reserve = 220.0  # seconds kept for the packed run (compile, 100k updates, evaluations)
     for algo in ALGOS:
         for mode, seeds, compiled in CONFIGS:
             label = f"{algo} {mode} S={seeds}"

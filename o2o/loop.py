@@ -25,7 +25,6 @@ Conventions (README, "Training engine"):
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import math
 import os
@@ -44,7 +43,7 @@ from o2o.cli import RunConfig, default_out, parse_config, steps
 from o2o.data import load_dataset
 from o2o.envs import make_env
 from o2o.nets import join_members, split_members
-from o2o.records import RunRecorder, is_finished, read_summary, truncate_csv
+from o2o.records import LOCK_FILE, RunRecorder, is_finished, lock_run_dir, read_summary, truncate_csv
 from o2o.registry import DatasetSpec, normalized_score
 from o2o.rng import MemberRNG, stream_key
 from o2o.training import (
@@ -88,7 +87,6 @@ SAFE_TO_CHANGE = ("eval_episodes", "eval_every", "log_every", "checkpoint_every"
                   "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps")
 RECORD_FILES = ("summary.json", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt", "checkpoint.json",
                 "betas.npy", "policy.pt", "run.json", "log.txt")
-LOCK_FILE = ".lock"  # the suite runner's run-directory lock (o2o/suite.py holds it for the runs it starts)
 
 
 class RunLocked(RuntimeError):
@@ -224,16 +222,11 @@ def lock_run_dirs(dirs: list[Path]) -> list[int]:
         return []
     fds: list[int] = []
     for d in dirs:
-        d.mkdir(parents=True, exist_ok=True)
-        fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = lock_run_dir(d)
+        if fd is None:
             for f in fds:
                 os.close(f)
-            raise RunLocked(f"{d} is in use by another process (its {LOCK_FILE} is locked); choose another "
-                            "--out") from None
+            raise RunLocked(f"{d} is in use by another process (its {LOCK_FILE} is locked); choose another --out")
         fds.append(fd)
     return fds
 

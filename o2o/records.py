@@ -6,6 +6,7 @@ They are the contract between the algorithm files, the suite runner and the anal
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -26,12 +27,17 @@ PACKAGES = ("torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco", "h5py
 
 def atomic_write(path: str | Path, text: str) -> None:
     """Write text to `path` through a temporary file and os.replace (never a half-written file)."""
+    atomic_save(path, lambda f: f.write(text.encode()))
+
+
+def atomic_save(path: str | Path, write: Any) -> None:
+    """Write a file through `write(binary file object)` to a temporary file, then os.replace (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -43,20 +49,21 @@ def atomic_write(path: str | Path, text: str) -> None:
         raise
 
 
-def atomic_save(path: str | Path, write: Any) -> None:
-    """Write a binary file through `write(file_object)` to a temporary file, then os.replace (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+LOCK_FILE = ".lock"  # a run directory's lock: held by whoever trains the run (the suite runner or the run itself)
+
+
+def lock_run_dir(out: str | Path) -> int | None:
+    """Take `<out>/.lock` (flock, non-blocking): the open descriptor, to keep while the run lives; None when another
+    process holds it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def package_versions() -> dict[str, str]:

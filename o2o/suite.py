@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from o2o.cli import BUDGETS, path_part
-from o2o.records import atomic_write, is_finished, read_summary
+from o2o.records import LOCK_FILE, atomic_write, is_finished, lock_run_dir, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites"
@@ -63,7 +63,6 @@ ALGORITHM_KEYS = ("file", "args", "datasets", "seeds")
 RESERVED_ARGS = ("dataset", "env", "seed", "out", "budget", "resume", "device")
 RUN_FILE = "run.json"
 LOG_FILE = "log.txt"
-LOCK_FILE = ".lock"
 FAILURES_FILE = "failures.csv"
 REPORT_MODULE = "analysis.report"
 FAILURE_COLUMNS = ["time", "run_id", "algorithm", "dataset", "seed", "exit_code", "run_dir", "error"]
@@ -649,12 +648,8 @@ def _launch(pack: Sequence[Plan], env: dict[str, str]) -> tuple[_Active | None, 
         for plan in pack:
             run = plan.run
             out = Path(run.out)
-            out.mkdir(parents=True, exist_ok=True)
-            fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = lock_run_dir(out)
+            if fd is None:
                 left.append(run)
                 continue
             now = _plan_from_records(run)  # planned before the lock: another runner may have run it since

@@ -91,11 +91,13 @@ class MetricLog:
 
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         """Add this step's metrics (detached device tensors); no host sync."""
-        if not self.sums:
-            self.sums = {k: v.detach().float().clone() for k, v in metrics.items()}
-        else:
+        if self.sums and self.sums.keys() == metrics.keys():  # the usual case: one fused add for all metrics
             keys = list(self.sums)
             torch._foreach_add_([self.sums[k] for k in keys], [metrics[k].detach().float() for k in keys])
+        else:
+            for k, v in metrics.items():
+                v = v.detach().float()
+                self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
         self.count += 1
 
     def flush(self, step: int, phase: str = "offline", quiet: bool = False) -> dict[str, float]:
