@@ -229,7 +229,7 @@ def write_tables(root: str | Path, out: str | Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m analysis.collect RUNS --out DIR`: runs.{parquet,csv} and evals.{parquet,csv} of the records in RUNS."""
+    """`python -m analysis.collect RUNS --out DIR`: runs and evals tables (parquet and csv) of the records in RUNS."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m analysis.collect", description=main.__doc__)
