@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,25 @@ def test_logger_flag_of_an_algorithm_file_reaches_tensorboard(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------ wandb
-def wandb_history(run_dir: Path) -> list[dict[str, str]]:
-    """The history rows of an offline W&B run, read from its .wandb file (a LevelDB-style log of protobufs)."""
+def wandb_history(run_dir: Path, rows: int, timeout: float = 30.0) -> list[dict[str, str]]:
+    """The history rows of an offline W&B run, read from its .wandb file once it holds `rows` of them.
+
+    With several runs open in one process, wandb's service may write a finished run's file shortly after finish()
+    returned (always before the process exits), so the file is read again until the rows are there.
+    """
+    deadline = time.time() + timeout
+    while True:
+        try:
+            history = read_wandb_history(run_dir)
+        except Exception:  # a record cut mid-write: read again
+            history = []
+        if len(history) >= rows or time.time() > deadline:
+            return history
+        time.sleep(0.2)
+
+
+def read_wandb_history(run_dir: Path) -> list[dict[str, str]]:
+    """The history rows of an offline W&B run's .wandb file (a LevelDB-style log of protobuf records)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = next(run_dir.glob("run-*.wandb")).read_bytes()
@@ -149,8 +167,8 @@ def test_wandb_writes_an_offline_run_of_the_csv_rows(tmp_path, offline_wandb):
     assert [len(r) for r in runs] == [1, 1]
     ids = [r.extra["wandb_run_id"] for r in recs]
     assert runs[0][0].name.endswith(ids[0]) and ids[0] != ids[1]
-    assert wandb_history(runs[0][0]) == [{"step": "10", "train/loss": "1"}, {"step": "20", "train/loss": "2"}]
-    history = wandb_history(runs[1][0])
+    assert wandb_history(runs[0][0], 2) == [{"step": "10", "train/loss": "1"}, {"step": "20", "train/loss": "2"}]
+    history = wandb_history(runs[1][0], 3)
     assert history[:2] == [{"step": "10", "train/loss": "2"}, {"step": "20", "train/loss": "3"}]
     assert history[2]["step"] == "20" and history[2]["eval/normalized_score"] == "50"
     # a resumed run continues the W&B run of its summary (same id)
