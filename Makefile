@@ -9,14 +9,15 @@ TABLE   ?= quickstart
 BUDGET  ?=
 WORKERS ?= 2
 BACKEND ?= local
+PACK    ?= 0
 
-.PHONY: setup test reproduce evidence datasets bench lint clean help
+.PHONY: setup test reproduce evidence datasets bench bench-gpu gpu-wheels lint clean help
 
 help:
 	@echo "make reproduce [TABLE=quickstart|offline|o2o|famo2o|local] [BUDGET=smoke|short|full] [WORKERS=N]"
 	@echo "    runs into results/TABLE/runs/, report into reports/TABLE/ (both ignored by git)"
 	@echo "make evidence [TABLE=...]: make reproduce, then rewrite the committed report in results/TABLE/"
-	@echo "make test | make datasets | make bench | make lint | make setup"
+	@echo "make test | make datasets | make bench | make bench-gpu | make lint | make setup"
 	@echo "make setup [EXTRAS=dev|all|dev,ray|dev,tensorboard|dev,wandb] [TORCH_INDEX=URL]: .venv with the core and EXTRAS"
 
 setup: $(STAMP)
@@ -34,7 +35,7 @@ test: setup
 	$(BIN)/python -m pytest -q tests
 
 reproduce: setup
-	$(BIN)/python -m o2o.suite reproduce $(TABLE) $(if $(BUDGET),--budget $(BUDGET)) --workers $(WORKERS) --backend $(BACKEND)
+	$(BIN)/python -m o2o.suite reproduce $(TABLE) $(if $(BUDGET),--budget $(BUDGET)) --workers $(WORKERS) --backend $(BACKEND) --pack $(PACK)
 
 # The committed evidence: the report of results/$(TABLE)/runs written over results/$(TABLE)/ (tracked files).
 EVIDENCE := results/$(TABLE)
@@ -51,6 +52,21 @@ datasets: setup
 
 bench: setup
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only --benchmark-columns=mean,ops,rounds
+
+# The GPU benchmark, as one command for the device machine (no network there: `make gpu-wheels` here first, carry
+# .wheels/, then `make bench-gpu PYTHON=python3` there; it installs the wheels without an index and needs < 8 min).
+PYTHON    ?= $(BIN)/python
+GPU_OUT   ?= results/bench
+bench-gpu:
+	$(PYTHON) -m pip install -q --no-index --find-links .wheels mujoco gymnasium tqdm pyyaml
+	$(PYTHON) -m benchmarks.gpu --out $(GPU_OUT)
+
+# cp312 manylinux wheels of what the device machine lacks (mujoco, gymnasium and their dependencies).
+gpu-wheels:
+	$(BIN)/pip download -q --no-deps --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any -d .wheels \
+		mujoco==3.11.0 gymnasium==1.4.0 absl-py==2.5.1 cloudpickle==3.1.2 etils==1.15.0 Farama-Notifications==0.0.6 \
+		glfw==2.11.0 PyOpenGL==3.1.10 tqdm==4.70.1 PyYAML==6.0.3 fsspec==2026.9.0 zipp==4.1.2
 
 lint: setup
 	$(BIN)/ruff check .

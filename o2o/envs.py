@@ -7,7 +7,9 @@ Each domain has an adapter `make_env(spec, render_mode=None) -> gym.Env`; locomo
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import warnings
 from collections.abc import Callable
@@ -142,8 +144,12 @@ def _adapter(domain: str) -> Callable[..., gym.Env]:
 
 
 def _register_robotics() -> None:
+    """Register gymnasium-robotics' envs. Its import prints a notice to stderr (the Dense-v1 Adroit rewards changed in
+    1.2.1; the Adroit adapter, o2o/domains/adroit.py, computes D4RL's own rewards, so it does not concern us): kept
+    out of stderr, where an error must stay one line."""
     try:
-        import gymnasium_robotics
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
     except ImportError:  # pragma: no cover - a pinned dependency

@@ -25,7 +25,11 @@ Conventions (README, "Training engine"):
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import hashlib
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +44,7 @@ from o2o.cli import RunConfig, default_out, parse_config, steps
 from o2o.data import load_dataset
 from o2o.envs import make_env
 from o2o.nets import join_members, split_members
-from o2o.records import RunRecorder, truncate_csv
+from o2o.records import RunRecorder, is_finished, read_summary, truncate_csv
 from o2o.registry import DatasetSpec, normalized_score
 from o2o.rng import MemberRNG, stream_key
 from o2o.training import (
@@ -73,6 +77,22 @@ class LoopConfig(RunConfig):
     buffer_size: int = 0  # keep only the newest N transitions of dataset + online data (FIFO); 0 = keep all
     compile: bool = False  # torch.compile the whole update (CUDA graphs on a GPU); same numbers within float error
     threads: int = 1  # torch.set_num_threads (0 = torch's default); 1 suits parallel sweeps on small machines
+    force: bool = False  # train again a run directory that holds a finished run (its old records are cleared)
+
+
+# Fields a resumed run may change: they do not change what is trained (evaluations draw no training randomness),
+# or they extend it (the step counts: a run resumed with more steps goes on; the offline count only while the run is
+# still offline; IQL's cosine actor schedule then follows the new count from the resume on). Every other field, the
+# algorithm, the dataset (name and content) and the seed must equal the checkpoint's.
+SAFE_TO_CHANGE = ("eval_episodes", "eval_every", "log_every", "checkpoint_every", "device", "threads", "out",
+                  "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps")
+RECORD_FILES = ("summary.json", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt", "checkpoint.json",
+                "betas.npy", "policy.pt", "run.json", "log.txt")
+LOCK_FILE = ".lock"  # the suite runner's run-directory lock (o2o/suite.py holds it for the runs it starts)
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run directory."""
 
 
 @dataclass(frozen=True)
@@ -181,33 +201,112 @@ def compile_step(fn: Callable[..., Any], enabled: bool, device: torch.device,
 def main(config_cls: type[LoopConfig], presets: Callable[[DatasetSpec], dict[str, Any]] | None,
          algorithm: Callable[[Any], Algorithm], argv: list[str] | None = None, description: str = "",
          resolve: Callable[[Any], Any] | None = None) -> int:
-    """An algorithm file's command line: parse, train every seed, exit 0 (all finished) or 3 (a seed diverged)."""
+    """An algorithm file's command line: parse, train every seed; exit 0 (all finished), 3 (a seed diverged), or 2
+    with one line on stderr for a dataset, config, checkpoint or lock problem (the run's summary.json, when it got
+    that far, says 'failed' with the same line; no traceback)."""
     cfg = parse_config(config_cls, presets, argv, description=description)
     if resolve is not None:
         cfg = resolve(cfg)
-    summaries = train(cfg, algorithm(cfg))
+    try:
+        summaries = train(cfg, algorithm(cfg))
+    except (ValueError, KeyError, CheckpointError, RunLocked) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr, flush=True)
+        return 2
     statuses = [s["status"] for s in summaries]
     return 0 if all(s == "finished" for s in statuses) else 3 if "diverged" in statuses else 1
 
 
+def lock_run_dirs(dirs: list[Path]) -> list[int]:
+    """Hold each run directory's lock for this process (the suite's lock file); RunLocked when one is taken.
+
+    A run started by the suite runner (O2O_SUITE_PARENT set) is already covered by the runner's locks."""
+    if os.environ.get("O2O_SUITE_PARENT"):
+        return []
+    fds: list[int] = []
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            for f in fds:
+                os.close(f)
+            raise RunLocked(f"{d} is in use by another process (its {LOCK_FILE} is locked); choose another "
+                            "--out") from None
+        fds.append(fd)
+    return fds
+
+
 def train(cfg: LoopConfig, algo: Algorithm) -> list[dict[str, Any]]:
-    """Train the run's seeds (--seeds, else --seed) in this process; returns each seed's summary."""
+    """Train the run's seeds (--seeds, else --seed) in this process; returns each seed's summary.
+
+    A seed whose directory holds a finished (or diverged) run is left alone unless --force, which clears its
+    records and trains it afresh.
+    """
     seeds = list(cfg.seeds) or [cfg.seed]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds repeats a seed: {','.join(map(str, seeds))}")
     dirs = run_dirs(algo.name, cfg)
+    fds = lock_run_dirs(dirs)
+    try:
+        total = cfg.offline_steps + cfg.online_steps
+        done = [is_finished(d) and not (cfg.resume and (read_summary(d) or {}).get("steps", 0) < total) for d in dirs]
+        if cfg.force:
+            for d in dirs:
+                for name in RECORD_FILES:
+                    (d / name).unlink(missing_ok=True)
+            done = [False] * len(dirs)
+        for d, finished in zip(dirs, done):
+            if finished:
+                print(f"[{algo.name}] {d} holds a {read_summary(d)['status']} run; nothing to do (--force trains it "
+                      "again)", flush=True)
+        todo = [i for i, finished in enumerate(done) if not finished]
+        if todo:
+            _train_pack(cfg, algo, [seeds[i] for i in todo], [dirs[i] for i in todo])
+        return [read_summary(d) or {"status": "failed"} for d in dirs]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _train_pack(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path]) -> None:
     configs = [dataclasses.replace(cfg, seed=s, seeds=(), out=str(d)) for s, d in zip(seeds, dirs)]
     recorders = [RunRecorder(d, algo.name, cfg.dataset, s, config_dict(c), cfg.budget, resume=cfg.resume)
                  for s, d, c in zip(seeds, dirs, configs)]
     if len(seeds) > 1:
         for r in recorders:
             r.extra["pack"] = seeds
-    ok, _ = run_recorded(algo.name, recorders, lambda: _train(cfg, algo, seeds, dirs, configs, recorders),
-                         cfg.threads)
+    run_recorded(algo.name, recorders, lambda: _train(cfg, algo, seeds, dirs, configs, recorders), cfg.threads)
     for r in recorders:
         if r.status == "running":
             r.finish("finished")
-    return [r.summary() for r in recorders]
+
+
+def identity(algorithm: str, cfg: LoopConfig, dataset_sha256: str) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it: algorithm, dataset (name and content), seed and
+    every config field but SAFE_TO_CHANGE."""
+    return {"algorithm": algorithm, "dataset": cfg.dataset, "dataset_sha256": dataset_sha256, "seed": cfg.seed,
+            **{f"config.{k}": v for k, v in config_dict(cfg).items() if k not in SAFE_TO_CHANGE}}
+
+
+def identity_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """`name: old -> new` for every identity entry that differs."""
+    keys = sorted(set(saved) | set(now))
+    return [f"{k.removeprefix('config.')}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys
+            if _norm(saved.get(k)) != _norm(now.get(k))]
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def dataset_sha256(ds: Any) -> str:
+    """Content hash of a dataset's arrays (observations, actions, rewards, terminals, timeouts)."""
+    h = hashlib.sha256()
+    for a in (ds.observations, ds.actions, ds.rewards, ds.terminals, ds.timeouts):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path], configs: list[LoopConfig],
@@ -228,9 +327,11 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
     buffer = ReplayBuffer({"obs": observations, "act": clip_actions(ds.actions) if tf.clip_actions else ds.actions,
                            "rew": np.asarray(rt(ds.rewards), np.float32), "next_obs": norm(ds.next_observations),
                            "done": ds.terminals}, n_seeds, cfg.online_steps, device, cfg.buffer_size)
+    data_sha = dataset_sha256(ds)
+    identities = [identity(algo.name, c, data_sha) for c in configs]
     for r in recorders:
-        r.extra.update(dataset_transitions=len(ds), reward_kind=tf.reward_kind, reward_scale=rt.scale,
-                       reward_bias=rt.bias)
+        r.extra.update(dataset_transitions=len(ds), dataset_sha256=data_sha, reward_kind=tf.reward_kind,
+                       reward_scale=rt.scale, reward_bias=rt.bias)
     probe = make_env(spec)
     low, high = probe.action_space.low, probe.action_space.high
     probe.close()
@@ -255,6 +356,15 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
         if not any(have):
             warn(f"--resume: no checkpoint in {dirs[0] if n_seeds == 1 else dirs[0].parent}; starting from scratch")
         else:
+            for d, st, ident in zip(dirs, loaded, identities):
+                changes = identity_changes(st.get("identity", {}), ident)
+                if changes:
+                    raise CheckpointError(f"--resume: {d / 'checkpoint.pt'} was trained with other settings ("
+                                          f"{'; '.join(changes)}); use another --out, or --force to start afresh")
+                old_offline = int(st.get("config", {}).get("offline_steps", cfg.offline_steps))
+                if old_offline != cfg.offline_steps and int(st["step"]) > min(old_offline, cfg.offline_steps):
+                    raise CheckpointError(f"--resume: {d / 'checkpoint.pt'} is at step {st['step']}, past the "
+                                          f"offline phase of {old_offline} steps; --offline-steps cannot change now")
             at = sorted({int(st["step"]) for st in loaded})
             if len(at) > 1:
                 raise CheckpointError(f"--resume: the seeds' checkpoints are at different steps {at}; resume them "
@@ -325,7 +435,8 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
     def save() -> None:
         parts = split_members({"agent": agent.state_dict(), "rng": rng.state_dict()}, n_seeds)
         save_pack(cks, [{**parts[s], "step": step, "env_steps": env_steps, "online": online[s].state(),
-                         "buffer": buffer.online_rows(s), "active": active[s], "config": config_dict(configs[s])}
+                         "buffer": buffer.online_rows(s), "active": active[s], "config": config_dict(configs[s]),
+                         "identity": identities[s]}
                         for s in range(n_seeds)])
 
     def after_update(phase: str, phase_step: int, last_of_phase: bool) -> None:

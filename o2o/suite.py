@@ -1,7 +1,7 @@
 """Suites of runs (algorithms x datasets x seeds, `suites/*.yaml`): validate, run, collect and report them.
 
 Command line (`python -m o2o.suite ...`):
-  run SUITE [--budget B] [--workers N] [--backend local|ray] [--out DIR] [--only PATTERN] [--dry-run]
+  run SUITE [--budget B] [--workers N] [--pack N] [--backend local|ray] [--out DIR] [--only PATTERN] [--dry-run]
   collect SUITE [--runs DIR] [--out DIR]
   report SUITE [--runs DIR] [--out DIR]
   reproduce SUITE [--budget B] [--workers N] [--backend local|ray]   (run, collect, report)
@@ -22,6 +22,10 @@ The sweep is resumable and idempotent: a run whose directory holds a finished (o
 with a checkpoint is restarted with `--resume true`; a failed run is recorded (its summary.json gets status 'failed'
 and the tail of its log.txt, `<out>/failures.csv` a line) and the sweep goes on. The runner keeps nothing that
 matters in memory: a killed runner loses no finished run, and run directories are locked while a run is alive.
+
+Seeds are packed: the seeds of one (algorithm, dataset) whose file supports `--seeds` (the engine, o2o/loop.py) train
+in one process, `--pack N` at most together (1: one process per run). Each seed keeps its own run directory, record,
+skip/resume decision and failure record; a pack's output goes to its first seed's log.txt.
 """
 
 from __future__ import annotations
@@ -136,10 +140,29 @@ class Run:
             cmd += ["--resume", "true"]
         return cmd
 
+    def pack_key(self) -> tuple[Any, ...]:
+        """Runs with the same key differ only in their seed: one process can train them together."""
+        return (self.algorithm, self.file, self.dataset, self.budget, self.args, self.device,
+                str(Path(self.out).parent))
+
     def spec(self) -> dict[str, Any]:
         """What decides the run's result, recorded in run.json to tell a stale run directory."""
         return {"algorithm": self.algorithm, "file": _display_path(Path(self.file)), "dataset": self.dataset,
                 "seed": self.seed, "budget": self.budget, "args": dict(self.args)}
+
+
+def pack_command(runs: Sequence[Run], resume: bool = False) -> list[str]:
+    """One process for the seeds of runs that share a pack_key: `--seeds a,b,c --out <parent of their seed dirs>`
+    (each seed writes `<out>/seed<N>/`, the engine's layout); a single run keeps its own `--seed` command."""
+    if len(runs) == 1:
+        return runs[0].command(resume)
+    first = runs[0]
+    cmd = first.command(resume)
+    i = cmd.index("--seed")
+    cmd[i:i + 2] = ["--seeds", ",".join(str(r.seed) for r in runs)]
+    j = cmd.index("--out")
+    cmd[j + 1] = str(Path(first.out).parent)
+    return cmd
 
 
 @dataclass(frozen=True)
@@ -210,9 +233,16 @@ def config_fields(file: Path) -> set[str] | None:
                              if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name))
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 top = node.module.split(".")[0]
-                if top in ("algorithms", "baselines"):
+                if top in ("algorithms", "baselines") or node.module == "o2o.loop":
                     todo.append(ROOT / (node.module.replace(".", "/") + ".py"))
+                elif node.module == "o2o" and any(a.name == "loop" for a in node.names):
+                    todo.append(ROOT / "o2o" / "loop.py")
     return names
+
+
+def supports_seeds(file: str | Path) -> bool:
+    """Whether an algorithm file trains several seeds in one process (`--seeds`, the engine's o2o.loop)."""
+    return "seeds" in (config_fields(Path(file)) or set())
 
 
 def unknown_args(suite: Suite) -> list[str]:
@@ -524,6 +554,39 @@ def _plan_from_records(run: Run, retry_failed: bool = True) -> Plan:
     return Plan(run, "start", "interrupted before a checkpoint" if summary.get("status") == "running" else "")
 
 
+def _checkpoint_step(out: Path) -> int | str | None:
+    """Step of a run directory's committed (or completely staged) checkpoint; None without one."""
+    if not (out / "checkpoint.pt").exists():
+        return None
+    for name in ("checkpoint.json", ".checkpoint.json.new"):
+        meta = _read_json(out / name)
+        if meta is not None and isinstance(meta.get("step"), int):
+            return meta["step"]
+    return f"unknown:{out}"  # no sidecar: a pack of its own
+
+
+def make_packs(plans: Sequence[Plan], pack: int = 0) -> list[list[Plan]]:
+    """Group the runs to execute into processes: the seeds of one (algorithm, dataset, args) whose file supports
+    `--seeds`, at most `pack` together (0: no cap; 1: one process per run), split by checkpoint step so that a
+    pack resumes together (the engine resumes seeds only from one common step). Order of first appearance."""
+    groups: dict[tuple[Any, ...], list[Plan]] = {}
+    capable: dict[str, bool] = {}
+    for p in plans:
+        file = p.run.file
+        if file not in capable:
+            capable[file] = pack != 1 and supports_seeds(file)
+        if not capable[file]:
+            groups[("single", p.run.id)] = [p]
+            continue
+        step = None if p.action == "rerun" else _checkpoint_step(Path(p.run.out))
+        groups.setdefault((*p.run.pack_key(), step), []).append(p)
+    out: list[list[Plan]] = []
+    for members in groups.values():
+        size = len(members) if pack <= 0 else pack
+        out += [members[i:i + size] for i in range(0, len(members), size)]
+    return out
+
+
 # ------------------------------------------------------------------------------------------------------- executing
 @dataclass
 class Outcome:
@@ -540,13 +603,22 @@ class Outcome:
 
 @dataclass
 class _Active:
-    run: Run
+    runs: list[Run]  # the seeds this process trains (one, or a pack)
     proc: subprocess.Popen[bytes]
-    lock_fd: int
+    lock_fds: list[int]
     log: Any
+    log_path: Path
     offset: int
     started: float
     resumed: bool
+
+    @property
+    def label(self) -> str:
+        """`algo/dataset/seedN`, or `algo/dataset/seed{a,b,c}` for a pack."""
+        if len(self.runs) == 1:
+            return self.runs[0].id
+        first = self.runs[0]
+        return f"{first.algorithm}/{first.dataset}/seed{{{','.join(str(r.seed) for r in self.runs)}}}"
 
 
 def worker_env(workers: int, threads: int | None = None) -> dict[str, str]:
@@ -563,51 +635,76 @@ def worker_env(workers: int, threads: int | None = None) -> dict[str, str]:
 
 
 def _clear_records(out: Path) -> None:
-    for name in ("checkpoint.pt", "summary.json", "evals.csv"):
+    for name in ("checkpoint.pt", "checkpoint.json", "summary.json", "evals.csv", "episodes.csv", "metrics.csv"):
         (out / name).unlink(missing_ok=True)
 
 
-def _launch(plan: Plan, env: dict[str, str]) -> _Active | None:
-    """Lock the run directory and start the run; None when another process holds the lock."""
-    run = plan.run
-    out = Path(run.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+def _launch(pack: Sequence[Plan], env: dict[str, str]) -> tuple[_Active | None, list[Run]]:
+    """Lock the run directories of a pack and start one process for the runs that still need it.
+
+    Returns the started process (None when nothing is left to run) and the runs it did not start: locked by another
+    process, or finished by another runner since they were planned.
+    """
+    fds: list[int] = []
+    runs: list[Run] = []
+    left: list[Run] = []
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    now = _plan_from_records(run)  # planned before the lock: another runner may have run it since
-    if now.action == "skip":
-        os.close(fd)
-        return None
-    log = None
-    try:
-        if now.action == "rerun":
-            _clear_records(out)
-        resume = (out / "checkpoint.pt").exists()
-        cmd = run.command(resume=resume)
-        previous = _read_json(out / RUN_FILE) or {}
-        atomic_write(out / RUN_FILE, json.dumps({
-            "spec": run.spec(), "command": shlex.join(cmd), "resume": resume,
-            "attempts": int(previous.get("attempts", 0)) + 1 if now.action != "rerun" else 1,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }, indent=2) + "\n")
-        log = open(out / LOG_FILE, "ab")
+        for plan in pack:
+            run = plan.run
+            out = Path(run.out)
+            out.mkdir(parents=True, exist_ok=True)
+            fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                left.append(run)
+                continue
+            now = _plan_from_records(run)  # planned before the lock: another runner may have run it since
+            if now.action == "skip":
+                os.close(fd)
+                left.append(run)
+                continue
+            if now.action == "rerun":
+                _clear_records(out)
+            fds.append(fd)
+            runs.append(run)
+        if not runs:
+            return None, left
+        resume = any((Path(r.out) / "checkpoint.pt").exists() for r in runs)
+        cmd = pack_command(runs, resume)
+        log_path = Path(runs[0].out) / LOG_FILE
+        for run in runs:
+            out = Path(run.out)
+            previous = _read_json(out / RUN_FILE) or {}
+            atomic_write(out / RUN_FILE, json.dumps({
+                "spec": run.spec(), "command": shlex.join(cmd), "resume": resume,
+                "pack": [r.seed for r in runs] if len(runs) > 1 else None,
+                "attempts": int(previous.get("attempts", 0)) + 1,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }, indent=2) + "\n")
+            if out / LOG_FILE != log_path:  # a pack writes one log, in its first seed's directory
+                with open(out / LOG_FILE, "ab") as f:
+                    f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} packed with seeds {[r.seed for r in runs]}: "
+                            f"output in {log_path}\n".encode())
+        log = open(log_path, "ab")
         offset = log.tell()
-        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {plan.action}: {shlex.join(cmd)}\n".encode())
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'}: {shlex.join(cmd)}\n"
+                  .encode())
         log.flush()
         child_env = {**env, "O2O_SUITE_PARENT": str(os.getpid())}
-        proc = subprocess.Popen([sys.executable, "-c", _EXEC, *cmd[1:]], cwd=ROOT, env=child_env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(fd,),
-                                start_new_session=True)
-    except BaseException:
-        if log is not None:
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", _EXEC, *cmd[1:]], cwd=ROOT, env=child_env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=tuple(fds),
+                                    start_new_session=True)
+        except BaseException:
             log.close()
-        os.close(fd)
+            raise
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
         raise
-    return _Active(run, proc, fd, log, offset, time.time(), resume)
+    return _Active(runs, proc, fds, log, log_path, offset, time.time(), resume), left
 
 
 def _log_tail(path: Path, offset: int) -> str:
@@ -621,7 +718,7 @@ def _log_tail(path: Path, offset: int) -> str:
     return "\n".join(lines[-TAIL_LINES:])[-TAIL_CHARS:]
 
 
-def record_failure(run: Run, returncode: int | None, error: str) -> None:
+def record_failure(run: Run, returncode: int | None, error: str, log: Path | None = None) -> None:
     """Give the run's summary.json status 'failed' and the error (written from scratch when the run left none)."""
     out = Path(run.out)
     summary = read_summary(out)
@@ -632,34 +729,40 @@ def record_failure(run: Run, returncode: int | None, error: str) -> None:
     summary["status"] = "failed"
     summary["error"] = error
     extra = summary.get("extra") if isinstance(summary.get("extra"), dict) else {}
-    summary["extra"] = {**extra, "exit_code": returncode, "log": str(out / LOG_FILE)}
+    summary["extra"] = {**extra, "exit_code": returncode, "log": str(log or out / LOG_FILE)}
     summary["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _conclude(act: _Active, returncode: int) -> Outcome:
-    """Close the run's files and lock, read how it ended and record a failure."""
+def _conclude(act: _Active, returncode: int) -> list[Outcome]:
+    """Close the process's files and locks, read how each of its runs ended and record failures."""
     act.log.close()
     try:
-        run, out = act.run, Path(act.run.out)
-        seconds = time.time() - act.started
-        if is_finished(out):
-            s = read_summary(out) or {}
-            return Outcome(run, str(s.get("status")), returncode, seconds, s.get("error"), s.get("last_score"),
-                           act.resumed)
-        tail = _log_tail(out / LOG_FILE, act.offset)
-        why = f"exit code {returncode}" if returncode != 0 else "exit code 0 but no finished summary.json"
-        if returncode < 0:
-            why = f"killed by signal {-returncode}"
-        error = f"{why}\n{tail}".strip()
-        record_failure(run, returncode, error)
-        return Outcome(run, "failed", returncode, seconds, error, None, act.resumed)
+        seconds = (time.time() - act.started) / len(act.runs)  # each seed's share of the process
+        tail = None
+        outcomes = []
+        for run in act.runs:
+            out = Path(run.out)
+            if is_finished(out):
+                s = read_summary(out) or {}
+                outcomes.append(Outcome(run, str(s.get("status")), returncode, seconds, s.get("error"),
+                                        s.get("last_score"), act.resumed))
+                continue
+            tail = _log_tail(act.log_path, act.offset) if tail is None else tail
+            why = f"exit code {returncode}" if returncode != 0 else "exit code 0 but no finished summary.json"
+            if returncode < 0:
+                why = f"killed by signal {-returncode}"
+            error = f"{why}\n{tail}".strip()
+            record_failure(run, returncode, error, act.log_path)
+            outcomes.append(Outcome(run, "failed", returncode, seconds, error, None, act.resumed))
+        return outcomes
     finally:
-        os.close(act.lock_fd)
+        for fd in act.lock_fds:
+            os.close(fd)
 
 
 def _stop(act: _Active, grace: float = 10.0) -> None:
-    """Stop a running run (SIGTERM to its process group, SIGKILL after `grace` seconds); nothing is recorded."""
+    """Stop a running process (SIGTERM to its process group, SIGKILL after `grace` seconds); nothing is recorded."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(act.proc.pid, sig)
@@ -671,7 +774,8 @@ def _stop(act: _Active, grace: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             continue
     act.log.close()
-    os.close(act.lock_fd)
+    for fd in act.lock_fds:
+        os.close(fd)
 
 
 def _not_started(run: Run) -> Outcome:
@@ -683,17 +787,23 @@ def _not_started(run: Run) -> Outcome:
     return Outcome(run, "busy")
 
 
-def execute_run(plan: Plan, env: dict[str, str]) -> Outcome:
-    """Run one planned run to its end (blocking): lock, start, wait, record."""
-    act = _launch(plan, env)
+def execute_pack(pack: Sequence[Plan], env: dict[str, str]) -> list[Outcome]:
+    """Run one planned pack (or single run) to its end (blocking): lock, start, wait, record."""
+    act, left = _launch(pack, env)
+    outcomes = [_not_started(r) for r in left]
     if act is None:
-        return _not_started(plan.run)
+        return outcomes
     try:
         rc = act.proc.wait()
     except BaseException:
         _stop(act)
         raise
-    return _conclude(act, rc)
+    return outcomes + _conclude(act, rc)
+
+
+def execute_run(plan: Plan, env: dict[str, str]) -> Outcome:
+    """Run one planned run to its end (blocking): lock, start, wait, record."""
+    return execute_pack([plan], env)[0]
 
 
 def append_failure(out: Path, outcome: Outcome) -> None:
@@ -845,8 +955,11 @@ def prepare_datasets(plans: list[Plan], env: dict[str, str], out: Path, stream: 
 def run_suite(suite: Suite, budget: str | None = None, workers: int = 1, backend: str = "local",
               out: str | Path | None = None, only: str | None = None, dry_run: bool = False,
               device: str | None = None, threads: int | None = None, prepare: bool = True,
-              retry_failed: bool = True, stream: TextIO | None = None) -> SweepResult:
-    """Run (or with dry_run list) every run of a suite that is not finished yet."""
+              retry_failed: bool = True, stream: TextIO | None = None, pack: int = 0) -> SweepResult:
+    """Run (or with dry_run list) every run of a suite that is not finished yet.
+
+    The seeds of one (algorithm, dataset) train in one process when the file supports `--seeds`, at most `pack`
+    together (0: all of them; 1: one process per run)."""
     stream = stream or sys.stdout
     workers = max(1, int(workers))
     if backend not in ("local", "ray"):
@@ -857,15 +970,20 @@ def run_suite(suite: Suite, budget: str | None = None, workers: int = 1, backend
         raise SuiteError(f"{suite.name}: no run matches --only {only!r}")
     plans = [plan_run(r, retry_failed) for r in runs]
     todo = [p for p in plans if p.executes]
+    packs = make_packs(todo, pack)
     budget = runs[0].budget
     header = (f"suite {suite.name} ({_display_path(suite.path)}), budget {budget}: {len(runs)} runs, "
-              f"{len(todo)} to run, {len(runs) - len(todo)} skipped; out {out}")
+              f"{len(todo)} to run in {len(packs)} process(es), {len(runs) - len(todo)} skipped; out {out}")
     print(header, file=stream, flush=True)
     if dry_run:
         for p in plans:
-            why = f" ({p.reason})" if p.reason else ""
-            cmd = f"\n      {shlex.join(p.run.command(p.action == 'resume'))}" if p.executes else ""
-            print(f"  {p.action:11s} {p.run.id}{why}{cmd}", file=stream)
+            if not p.executes:
+                print(f"  {p.action:11s} {p.run.id}{f' ({p.reason})' if p.reason else ''}", file=stream)
+        for group in packs:
+            resume = any(p.action == "resume" for p in group)
+            for p in group:
+                print(f"  {p.action:11s} {p.run.id}{f' ({p.reason})' if p.reason else ''}", file=stream)
+            print(f"      {shlex.join(pack_command([p.run for p in group], resume))}", file=stream)
         counts: dict[str, int] = {}
         for p in plans:
             counts[p.action] = counts.get(p.action, 0) + 1
@@ -886,7 +1004,7 @@ def run_suite(suite: Suite, budget: str | None = None, workers: int = 1, backend
     result = SweepResult(plans, [], out)
     runner = _sweep_ray if backend == "ray" else _sweep_local
     try:
-        runner(todo, env, workers, out, progress, result)
+        runner(packs, env, workers, out, progress, result)
     except KeyboardInterrupt:
         result.interrupted = True
         print(f"interrupted: stopped the running runs; the same command resumes the sweep ({out})", file=stream,
@@ -906,30 +1024,30 @@ def _record(outcome: Outcome, out: Path, progress: Progress, result: SweepResult
     progress.event(outcome)
 
 
-def _sweep_local(todo: list[Plan], env: dict[str, str], workers: int, out: Path, progress: Progress,
+def _sweep_local(todo: list[list[Plan]], env: dict[str, str], workers: int, out: Path, progress: Progress,
                  result: SweepResult) -> None:
-    """A pool of `workers` subprocesses driven from this thread (children die with the runner)."""
+    """A pool of `workers` subprocesses (one per pack of seeds) driven from this thread (children die with it)."""
     pending = deque(todo)
     active: list[_Active] = []
     try:
         while pending or active:
             changed = False
             while pending and len(active) < workers:
-                plan = pending.popleft()
-                act = _launch(plan, env)
-                if act is None:
-                    _record(_not_started(plan.run), out, progress, result)
-                else:
+                act, left = _launch(pending.popleft(), env)
+                for run in left:
+                    _record(_not_started(run), out, progress, result)
+                if act is not None:
                     active.append(act)
-                    print(f"  started   {plan.run.id}{' (resume)' if act.resumed else ''}", file=progress.stream,
+                    print(f"  started   {act.label}{' (resume)' if act.resumed else ''}", file=progress.stream,
                           flush=True)
             for act in list(active):
                 rc = act.proc.poll()
                 if rc is not None:
                     active.remove(act)
-                    _record(_conclude(act, rc), out, progress, result)
+                    for outcome in _conclude(act, rc):
+                        _record(outcome, out, progress, result)
                     changed = True
-            progress.running = len(active)
+            progress.running = sum(len(a.runs) for a in active)
             progress.show(force=changed)
             if active:
                 time.sleep(0.2)
@@ -939,12 +1057,12 @@ def _sweep_local(todo: list[Plan], env: dict[str, str], workers: int, out: Path,
         raise
 
 
-def _ray_execute(plan: Plan, env: dict[str, str]) -> Outcome:
-    """Ray task body: one run, executed where the task lands (the run directory must be on a shared filesystem)."""
-    return execute_run(plan, env)
+def _ray_execute(pack: list[Plan], env: dict[str, str]) -> list[Outcome]:
+    """Ray task body: one pack, executed where the task lands (run directories must be on a shared filesystem)."""
+    return execute_pack(pack, env)
 
 
-def _sweep_ray(todo: list[Plan], env: dict[str, str], workers: int, out: Path, progress: Progress,
+def _sweep_ray(todo: list[list[Plan]], env: dict[str, str], workers: int, out: Path, progress: Progress,
                result: SweepResult) -> None:
     """The same runs as Ray tasks, at most `workers` at a time (RAY_ADDRESS names a cluster, else a local one)."""
     try:
@@ -960,26 +1078,29 @@ def _sweep_ray(todo: list[Plan], env: dict[str, str], workers: int, out: Path, p
             ray.init(include_dashboard=False, log_to_driver=False)
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_execute)
     pending = deque(todo)
-    inflight: dict[Any, Plan] = {}
+    inflight: dict[Any, list[Plan]] = {}
     try:
         while pending or inflight:
             changed = False
             while pending and len(inflight) < workers:
-                plan = pending.popleft()
-                inflight[task.remote(plan, env)] = plan
-                print(f"  submitted {plan.run.id}", file=progress.stream, flush=True)
+                pack = pending.popleft()
+                inflight[task.remote(pack, env)] = pack
+                print(f"  submitted {', '.join(p.run.id for p in pack)}", file=progress.stream, flush=True)
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
-                plan = inflight.pop(ref)
+                pack = inflight.pop(ref)
                 try:
-                    outcome = ray.get(ref)
-                except Exception as e:  # a task that died without an Outcome (worker lost, ...)
+                    outcomes = ray.get(ref)
+                except Exception as e:  # a task that died without Outcomes (worker lost, ...)
                     error = f"ray task error: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}"
-                    record_failure(plan.run, None, error)
-                    outcome = Outcome(plan.run, "failed", None, 0.0, error)
-                _record(outcome, out, progress, result)
+                    outcomes = []
+                    for plan in pack:
+                        record_failure(plan.run, None, error)
+                        outcomes.append(Outcome(plan.run, "failed", None, 0.0, error))
+                for outcome in outcomes:
+                    _record(outcome, out, progress, result)
                 changed = True
-            progress.running = len(inflight)
+            progress.running = sum(len(p) for p in inflight.values())
             progress.show(force=changed)
     except BaseException:
         for ref in inflight:
@@ -1103,6 +1224,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=int, default=None, help="threads per run (default cores // workers)")
         sp.add_argument("--no-prepare", action="store_true", help="do not generate local: datasets beforehand")
         sp.add_argument("--skip-failed", action="store_true", help="leave runs that failed before (default: retry)")
+        sp.add_argument("--pack", type=int, default=0,
+                        help="at most N seeds of one algorithm and dataset per process, for files that support "
+                             "--seeds (default 0: all of them; 1: one process per run)")
 
     sp = sub.add_parser("run", help="run every unfinished run of a suite")
     runner_opts(sp)
@@ -1125,7 +1249,7 @@ def _parser() -> argparse.ArgumentParser:
 def _sweep_from_args(args: argparse.Namespace, suite: Suite, dry_run: bool) -> SweepResult:
     return run_suite(suite, budget=args.budget, workers=args.workers, backend=args.backend, out=args.out,
                      only=args.only, dry_run=dry_run, device=args.device, threads=args.threads,
-                     prepare=not args.no_prepare, retry_failed=not args.skip_failed)
+                     prepare=not args.no_prepare, retry_failed=not args.skip_failed, pack=args.pack)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -1,4 +1,5 @@
-"""Environments, evaluator, transforms, replay buffer, run records, checkpoints and the common command line."""
+"""Environments, evaluator, transforms, run records, checkpoints and the common command line (the engine's buffer:
+tests/test_engine.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from o2o.buffer import ReplayBuffer
 from o2o.cli import RunConfig, apply_budget, parse_config, steps
 from o2o.data import from_arrays
 from o2o.envs import make_env
@@ -77,34 +77,6 @@ def test_reward_transforms(hopper_arrays):
     assert np.all(z.std(0) <= 1.0 + 1e-4)  # eps 1e-3 in the denominator
     assert clip_actions(np.array([-1.0, 0.5, 1.0])).tolist() == [-1 + 1e-5, 0.5, 1 - 1e-5]
     assert RewardTransform(2.0, -1.0)(3.0) == 5.0
-
-
-def test_replay_buffer_ring_and_state():
-    buf = ReplayBuffer(2, 1, capacity=5)
-    buf.add(np.ones((3, 2)), np.ones((3, 1)), np.arange(3), np.ones((3, 2)), np.zeros(3))
-    buf.add(np.ones((4, 2)), np.ones((4, 1)), np.arange(3, 7), np.ones((4, 2)), np.zeros(4))
-    assert buf.size == 5 and buf.ptr == 2
-    assert sorted(buf.rew.tolist()) == [2, 3, 4, 5, 6]  # 0 and 1 overwritten
-    g = torch.Generator().manual_seed(0)
-    s, a, r, s2, d = buf.sample(64, g)
-    assert s.shape == (64, 2) and set(r.tolist()) <= {2, 3, 4, 5, 6}
-    other = ReplayBuffer(2, 1, capacity=5)
-    other.load_state_dict(buf.state_dict())
-    assert torch.equal(other.rew, buf.rew) and other.ptr == buf.ptr
-
-
-def test_replay_buffer_rows_since_are_small_copies():
-    """Checkpoint rows past the dataset are copies (a slice would save the whole ring) and append back in order."""
-    buf = ReplayBuffer(2, 1, capacity=1000)
-    buf.add(np.zeros((10, 2)), np.zeros((10, 1)), np.arange(10), np.zeros((10, 2)), np.zeros(10))
-    rows = buf.rows_since(7)
-    assert rows["rew"].tolist() == [7, 8, 9] and rows["obs"].shape == (3, 2)
-    assert rows["obs"].untyped_storage().nbytes() == 3 * 2 * 4  # not the 1000-row storage
-    other = ReplayBuffer(2, 1, capacity=1000)
-    other.add(np.zeros((7, 2)), np.zeros((7, 1)), np.arange(7), np.zeros((7, 2)), np.zeros(7))
-    other.add_rows(rows)
-    other.add_rows(buf.rows_since(10))  # nothing past the end: a no-op
-    assert other.size == 10 and torch.equal(other.rew[:10], buf.rew[:10])
 
 
 def test_run_records_contract(tmp_path):
@@ -211,12 +183,3 @@ def test_cli_help_lists_every_field(capsys):
                  "--hidden", "--eval-episodes"):
         assert flag in out
     assert "default: 1000000" in out
-
-
-def test_buffer_state_saves_only_its_rows(tmp_path):
-    # slices of a preallocated ring share its storage: saved as views, a checkpoint would hold the whole capacity
-    buf = ReplayBuffer(11, 3, capacity=200_000)
-    buf.add(np.ones((10, 11)), np.ones((10, 3)), np.ones(10), np.ones((10, 11)), np.zeros(10))
-    ck = Checkpointer(tmp_path)
-    ck.save({"buffer": buf.state_dict()})
-    assert ck.path.stat().st_size < 50_000

@@ -381,3 +381,57 @@ def test_prepare_keeps_a_custom_size_local_dataset(tmp_path: Path, monkeypatch: 
 def test_run_directory_of_a_dataset_stays_inside_the_runs_directory(tmp_path: Path) -> None:
     """Dataset names become one directory name (the same rule as the algorithm files' default --out)."""
     assert S._safe("local:hopper-medium") == "local_hopper-medium" and S._safe("..") == "__"
+
+
+# ------------------------------------------------------------------------------------------------ seed packing
+def test_make_packs_groups_seeds_by_file_support_and_checkpoint_step(tmp_path: Path) -> None:
+    """Seeds of an engine file share a process (capped by --pack) unless their checkpoints are at other steps;
+    files without --seeds keep one process per run."""
+    body = with_(seeds=[0, 1, 2, 3], algorithms={"iql": {"file": str(ROOT / "baselines" / "iql.py")},
+                                                 "fake": {"file": str(FAKE)}})
+    s = S.load_suite(write_suite(tmp_path, body))
+    runs = s.runs(tmp_path / "runs")
+    plans = [S.Plan(r, "start") for r in runs]
+    packs = S.make_packs(plans, pack=0)
+    iql = [[p.run.seed for p in g] for g in packs if g[0].run.algorithm == "iql"]
+    assert iql == [[0, 1, 2, 3]] and sum(g[0].run.algorithm == "fake" for g in packs) == 4
+    assert [[p.run.seed for p in g] for g in S.make_packs(plans, pack=3) if g[0].run.algorithm == "iql"] == \
+        [[0, 1, 2], [3]]
+    assert all(len(g) == 1 for g in S.make_packs(plans, pack=1))
+    for r in runs:  # seeds 2 and 3 hold a checkpoint at step 40: they resume together, apart from 0 and 1
+        if r.algorithm == "iql" and r.seed >= 2:
+            Path(r.out).mkdir(parents=True)
+            (Path(r.out) / "checkpoint.pt").write_bytes(b"x")
+            (Path(r.out) / "checkpoint.json").write_text('{"step": 40}')
+    plans = [S.Plan(r, "resume" if r.seed >= 2 else "start") for r in runs if r.algorithm == "iql"]
+    packs = S.make_packs(plans)
+    assert [[p.run.seed for p in g] for g in packs] == [[0, 1], [2, 3]]
+    cmd = S.pack_command([p.run for p in packs[1]], resume=True)
+    assert cmd[cmd.index("--seeds") + 1] == "2,3"
+    assert cmd[cmd.index("--out") + 1] == str(Path(packs[1][0].run.out).parent)
+    assert "--resume" in cmd and "--seed" not in cmd
+
+
+def test_packed_sweep_gives_the_records_of_unpacked_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """One process for the three seeds of IQL; every seed's records equal those of a sweep with --pack 1."""
+    from o2o.generate import generate
+
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / "data"))
+    generate("local:hopper-random", size=400)
+    args = {"hidden_dim": 32, "batch_size": 64, "offline_steps": 20, "online_steps": 10, "eval_every": 10,
+            "eval_episodes": 1, "log_every": 10}
+    body = with_(seeds=[0, 1, 2], datasets=["local:hopper-random"],
+                 algorithms={"iql": {"file": str(ROOT / "baselines" / "iql.py"), "args": args}})
+    s = S.load_suite(write_suite(tmp_path, body))
+    packed = S.run_suite(s, out=tmp_path / "packed", workers=1, prepare=False)
+    assert packed.ok and "3 to run in 1 process(es)" in capsys.readouterr().out
+    alone = S.run_suite(s, out=tmp_path / "alone", workers=2, prepare=False, pack=1)
+    assert alone.ok and "3 to run in 3 process(es)" in capsys.readouterr().out
+    for seed in (0, 1, 2):
+        a = tmp_path / "packed" / "iql" / "local_hopper-random" / f"seed{seed}"
+        b = tmp_path / "alone" / "iql" / "local_hopper-random" / f"seed{seed}"
+        assert (a / "evals.csv").read_text() == (b / "evals.csv").read_text()
+        assert json.loads((a / "run.json").read_text())["pack"] == [0, 1, 2]
+    again = S.run_suite(s, out=tmp_path / "packed", workers=1, prepare=False)  # idempotent: all skipped
+    assert again.ok and "0 to run" in capsys.readouterr().out

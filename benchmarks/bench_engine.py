@@ -1,0 +1,140 @@
+"""The engine's throughput: seed-updates per second with S = 1, 5 and 10 seeds packed in one process.
+
+For IQL, AWAC, CQL and FamO2O at CORL's network sizes (HalfCheetah dims 17/6, batch 256 per seed, buffer sampling
+included). One torch thread on a CPU by default; O2O_BENCH_DEVICE=cuda times a GPU (synchronized).
+
+- `test_engine_update[algo-S]`: pytest-benchmark rows; `ops` = updates/s of the pack, `seed_updates_per_s` (extra
+  info, `--benchmark-json`) = S × ops.
+- `test_packing_gain[algo]`: in one run, interleaved blocks of S = 1, S = 5 and the pre-engine file (from git, see
+  benchmarks/legacy.py); prints seed-updates/s of each and checks the targets: S = 5 reaches ≥ 1.2× the
+  seed-updates/s of S = 1 (CPU, one thread), and the single-seed update is no slower than the pre-engine one (within
+  NOISE, the run-to-run spread of this shared machine).
+
+Run: make bench, or .venv/bin/pytest benchmarks/bench_engine.py --benchmark-only -s
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.legacy import LegacyUnavailable, legacy_step
+from o2o import loop
+from o2o.buffer import ReplayBuffer
+from o2o.registry import get_spec
+from o2o.rng import MemberRNG
+
+OBS_DIM, ACT_DIM, N, BATCH = 17, 6, 100_000, 256
+DEVICE = torch.device(os.environ.get("O2O_BENCH_DEVICE", "cpu"))
+MODULES = {"iql": "baselines.iql", "awac": "baselines.awac", "cql": "baselines.cql", "famo2o": "algorithms.famo2o"}
+CONFIGS = {"iql": "IQLConfig", "awac": "AWACConfig", "cql": "CQLConfig", "famo2o": "FamO2OConfig"}
+PACK_TARGET = 1.2  # S = 5 seed-updates/s over S = 1, CPU one thread (issue: "at least 1.2x")
+NOISE = 0.05  # relative spread of repeated timings on this machine
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def dataset() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"obs": rng.normal(size=(N, OBS_DIM)).astype(np.float32),
+            "act": rng.uniform(-1, 1, (N, ACT_DIM)).astype(np.float32),
+            "rew": rng.normal(size=N).astype(np.float32),
+            "next_obs": rng.normal(size=(N, OBS_DIM)).astype(np.float32),
+            "done": (rng.random(N) < 0.01).astype(np.float32)}
+
+
+DATA = dataset()
+
+
+def synced(fn: Callable[[], object]) -> Callable[[], object]:
+    """`fn` followed by a device synchronize, so a GPU step is timed to its end."""
+    def run() -> object:
+        out = fn()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+    return run
+
+
+def engine_step(algo: str, seeds: int, compile: bool = False, device: torch.device = DEVICE,
+                data: dict[str, np.ndarray] | None = None) -> Callable[[], dict[str, torch.Tensor]]:
+    """One engine update of `seeds` packed seeds (default config of the file), with its batch sampling."""
+    data = DATA if data is None else data
+    mod = importlib.import_module(MODULES[algo])
+    cfg = getattr(mod, CONFIGS[algo])()
+    spec = dataclasses.replace(get_spec("halfcheetah-medium-v2"), obs_dim=data["obs"].shape[1],
+                               act_dim=data["act"].shape[1])
+    setup = loop.Setup(list(range(seeds)), spec, spec.obs_dim, spec.act_dim, 1.0, device, data["obs"])
+    agent = mod.algorithm(cfg).build(cfg, setup)
+    buf = ReplayBuffer(data, seeds, 0, device)
+    rng = MemberRNG(list(range(seeds)), "batches", device)
+    return synced(loop.compile_step(lambda: agent.update(buf.sample(rng, BATCH), False), compile, device,
+                                    [rng.counter, rng.key, buf.table]))
+
+
+ROUNDS = {"iql": 30, "awac": 30, "famo2o": 20, "cql": 4}
+
+
+@pytest.mark.parametrize("seeds", [1, 5, 10])
+@pytest.mark.parametrize("algo", list(MODULES))
+def test_engine_update(benchmark, algo: str, seeds: int) -> None:
+    step = engine_step(algo, seeds)
+    for _ in range(3):
+        step()
+    metrics = benchmark.pedantic(step, rounds=max(2, ROUNDS[algo] // seeds * 2), iterations=1, warmup_rounds=1)
+    benchmark.extra_info["seeds"] = seeds
+    benchmark.extra_info["seed_updates_per_s"] = seeds / benchmark.stats["mean"]
+    assert all(torch.isfinite(v).all() for v in metrics.values())
+
+
+def rate(fn: Callable[[], object], n: int) -> float:
+    """Calls per second of `fn` over n calls."""
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return n / (time.perf_counter() - t)
+
+
+@pytest.mark.parametrize("algo", list(MODULES))
+def test_packing_gain(benchmark, algo: str) -> None:
+    """S = 5 against S = 1 and against the pre-engine file, measured in interleaved blocks of one run."""
+    steps = {"S=1": engine_step(algo, 1), "S=5": engine_step(algo, 5)}
+    try:
+        data = tuple(torch.as_tensor(DATA[k], device=DEVICE) for k in ("obs", "act", "rew", "next_obs", "done"))
+        steps["pre-engine"] = synced(legacy_step(algo, OBS_DIM, ACT_DIM, DEVICE, data))
+    except LegacyUnavailable as e:
+        print(f"\n[{algo}] pre-engine comparison skipped: {e}")
+    per_block = {"cql": 2}.get(algo, 15)
+    for fn in steps.values():
+        rate(fn, 2)
+    rates: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range({"cql": 3}.get(algo, 5)):
+        for k, fn in steps.items():
+            rates[k].append(rate(fn, per_block) * (5 if k == "S=5" else 1))  # seed-updates/s
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    gain = med["S=5"] / med["S=1"]
+    line = ", ".join(f"{k} {v:.1f}" for k, v in med.items())
+    print(f"\n[{algo} on {DEVICE}] seed-updates/s: {line}; S=5 / S=1 = {gain:.2f}", end="")
+    if "pre-engine" in med:
+        print(f"; S=1 / pre-engine = {med['S=1'] / med['pre-engine']:.2f}", end="")
+    print()
+    benchmark.extra_info.update({k: v for k, v in med.items()}, gain=gain)
+    benchmark.pedantic(lambda: None, rounds=1)  # the numbers are above; this registers the row
+    if DEVICE.type == "cpu":
+        assert gain >= PACK_TARGET, f"{algo}: S=5 gives {gain:.2f}x the seed-updates/s of S=1 (target {PACK_TARGET})"
+    if "pre-engine" in med:
+        assert med["S=1"] >= med["pre-engine"] * (1 - NOISE), f"{algo}: single-seed update slower than pre-engine"

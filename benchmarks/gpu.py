@@ -1,0 +1,198 @@
+"""`make bench-gpu`: the engine on one GPU, in one command that finishes in under 8 minutes.
+
+1. For IQL, AWAC and CQL (default configs, HalfCheetah dims, batch 256 per seed): eager single-seed, compiled
+   single-seed, compiled S = 5 and S = 10 packed seeds, `--updates` updates each after a warm-up (which includes
+   torch.compile and CUDA-graph capture); reported as seconds per 1M updates per seed, wall time of the pack
+   relative to S = 1, and compile time.
+2. One packed IQL run end to end: `baselines/iql.py --seeds 0,1,2,3,4 --compile true` for `--run-steps` offline
+   updates with its evaluations, on local:hopper-medium generated on the machine (`--dataset-size` transitions).
+3. Writes `<out>/gpu-<device>.md`, `.json` and `.png` (and copies them to $OUT when that is set).
+
+A deadline (`--budget-s`) keeps the whole script inside the device's time: what does not fit is listed as skipped.
+On a CPU (`--device cpu`, small `--updates`) the same script checks itself; its numbers then mean nothing.
+
+Usage: python -m benchmarks.gpu [--updates 20000] [--run-steps 100000] [--device cuda] [--out results/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = [("eager", 1, False), ("compiled", 1, True), ("compiled", 5, True), ("compiled", 10, True)]
+ALGOS = ("iql", "awac", "cql")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_config(algo: str, seeds: int, compiled: bool, updates: int, device: torch.device) -> dict[str, float]:
+    """Warm up (compile, capture), then time `updates` updates; seconds per 1M updates per seed."""
+    from benchmarks.bench_engine import engine_step
+
+    t0 = time.perf_counter()
+    step = engine_step(algo, seeds, compile=compiled, device=device)
+    for _ in range(20):
+        step()
+    sync(device)
+    warm = time.perf_counter() - t0
+    t = time.perf_counter()
+    for _ in range(updates):
+        metrics = step()
+    sync(device)
+    wall = time.perf_counter() - t
+    finite = all(bool(torch.isfinite(v).all()) for v in metrics.values())
+    return {"algo": algo, "mode": "compiled" if compiled else "eager", "seeds": seeds, "updates": updates,
+            "wall_s": wall, "warmup_s": warm, "s_per_1M_per_seed": wall / updates * 1e6 / seeds,
+            "updates_per_s": updates / wall, "finite": finite}
+
+
+def packed_run(steps: int, size: int, device: str, out: Path, deadline: float) -> dict[str, object]:
+    """The end-to-end packed IQL run (5 seeds, compiled) on a freshly generated local:hopper-medium."""
+    env = {**os.environ, "O2O_DATA_DIR": str(out / "data"), "PYTHONPATH": str(ROOT)}
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "o2o.generate", "one", "local:hopper-medium", "--size", str(size)],
+                   cwd=ROOT, env=env, check=True, timeout=max(deadline - time.time(), 1))
+    generate_s = time.perf_counter() - t
+    run_dir = out / "iql-packed"
+    cmd = [sys.executable, "baselines/iql.py", "--dataset", "local:hopper-medium", "--seeds", "0,1,2,3,4",
+           "--offline-steps", str(steps), "--eval-every", str(max(steps // 10, 1)), "--log-every",
+           str(max(steps // 10, 1)), "--checkpoint-every", str(steps), "--compile", "true", "--device", device,
+           "--out", str(run_dir)]
+    t = time.perf_counter()
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=max(deadline - time.time(), 1))
+    wall = time.perf_counter() - t
+    seeds = []
+    for s in range(5):
+        p = run_dir / f"seed{s}" / "summary.json"
+        if p.exists():
+            sm = json.loads(p.read_text())
+            seeds.append({"seed": s, "status": sm["status"], "last_score": sm["last_score"],
+                          "n_evals": sm["n_evals"], "updates_per_s": sm["extra"].get("offline_updates_per_s")})
+    return {"command": " ".join(cmd[1:]), "returncode": res.returncode, "wall_s": wall, "generate_s": generate_s,
+            "dataset_size": size, "seeds": seeds, "log_tail": (res.stdout + res.stderr)[-2000:]}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def write_report(results: list[dict], run: dict | None, skipped: list[str], args: argparse.Namespace,
+                 out: Path, name: str, total_s: float) -> list[Path]:
+    """Markdown table, JSON and a bar chart of seconds per 1M updates per seed."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    lines = [f"# The engine on {name}", "",
+             f"Command: `make bench-gpu` (`python -m benchmarks.gpu --updates {args.updates} --run-steps "
+             f"{args.run_steps} --device {args.device}`), commit {commit.stdout.strip() or '?'}, torch "
+             f"{torch.__version__}, {time.strftime('%Y-%m-%d')}; {total_s / 60:.1f} min in all.", "",
+             "Default config of each file, HalfCheetah dims (17/6), batch 256 per seed; warm-up (20 updates, "
+             "including torch.compile and CUDA-graph capture) not timed.", "",
+             "| algorithm | mode | seeds | s per 1M updates per seed | wall vs S = 1 (same mode) | warm-up s |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        base = next((b for b in results if b["algo"] == r["algo"] and b["mode"] == r["mode"] and b["seeds"] == 1),
+                    None)
+        rel = f"{r['wall_s'] / r['updates'] / (base['wall_s'] / base['updates']):.2f}×" if base else "–"
+        flag = "" if r["finite"] else " (non-finite metrics!)"
+        lines.append(f"| {r['algo']} | {r['mode']} | {r['seeds']} | {r['s_per_1M_per_seed']:.0f}{flag} | {rel} | "
+                     f"{r['warmup_s']:.0f} |")
+    if skipped:
+        lines += ["", "Not run (time budget): " + ", ".join(skipped) + "."]
+    if run is not None:
+        lines += ["", "## Packed IQL run (5 seeds, compiled) end to end", "",
+                  f"`{run['command']}` on local:hopper-medium ({run['dataset_size']} transitions, generated in "
+                  f"{run['generate_s']:.0f} s): exit {run['returncode']}, {run['wall_s']:.0f} s wall including "
+                  "evaluations.", "", "| seed | status | last score | evaluations | updates/s of the pack |",
+                  "|---|---|---|---|---|"]
+        for s in run["seeds"]:
+            score = "–" if s["last_score"] is None else f"{s['last_score']:.1f}"
+            lines.append(f"| {s['seed']} | {s['status']} | {score} | {s['n_evals']} | {s['updates_per_s']} |")
+    out.mkdir(parents=True, exist_ok=True)
+    md, js, png = out / f"gpu-{slug}.md", out / f"gpu-{slug}.json", out / f"gpu-{slug}.png"
+    md.write_text("\n".join(lines) + "\n")
+    js.write_text(json.dumps({"device": name, "results": results, "packed_run": run, "skipped": skipped}, indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"{m} S={s}" for m, s, _ in CONFIGS]
+    width = 0.8 / len(ALGOS)
+    for i, algo in enumerate(ALGOS):
+        vals = [next((r["s_per_1M_per_seed"] for r in results if r["algo"] == algo and r["mode"] == m
+                      and r["seeds"] == s), float("nan")) for m, s, _ in CONFIGS]
+        ax.bar([j + i * width for j in range(len(CONFIGS))], vals, width, label=algo.upper())
+    ax.set_xticks([j + width for j in range(len(CONFIGS))], labels)
+    ax.set_ylabel("seconds per 1M updates per seed")
+    ax.set_yscale("log")
+    ax.set_title(f"Engine throughput on {name} (batch 256 per seed)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return [md, js, png]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
+    p.add_argument("--updates", type=int, default=20_000, help="timed updates per configuration")
+    p.add_argument("--run-steps", type=int, default=100_000, help="offline updates of the packed IQL run")
+    p.add_argument("--dataset-size", type=int, default=200_000, help="transitions of the generated dataset")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--budget-s", type=float, default=450.0, help="stop starting new work after this many seconds")
+    p.add_argument("--out", default="results/bench")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.set_num_threads(1 if device.type == "cpu" else torch.get_num_threads())
+    start = time.time()
+    deadline = start + args.budget_s
+    name = device_name(device)
+    print(f"[bench-gpu] {name}, torch {torch.__version__}, {args.updates} updates per configuration", flush=True)
+    results, skipped = [], []
+    reserve = 150.0  # seconds kept for the packed run
+    for algo in ALGOS:
+        for mode, seeds, compiled in CONFIGS:
+            label = f"{algo} {mode} S={seeds}"
+            if time.time() > deadline - reserve:
+                skipped.append(label)
+                continue
+            r = time_config(algo, seeds, compiled, args.updates, device)
+            results.append(r)
+            print(f"[bench-gpu] {label}: {r['s_per_1M_per_seed']:.0f} s per 1M updates per seed "
+                  f"(warm-up {r['warmup_s']:.0f} s)", flush=True)
+            torch._dynamo.reset()
+    run = None
+    with tempfile.TemporaryDirectory(prefix="o2o-bench-gpu-") as tmp:
+        if time.time() < deadline:
+            run = packed_run(args.run_steps, args.dataset_size, args.device, Path(tmp), deadline + reserve)
+            print(f"[bench-gpu] packed IQL run: exit {run['returncode']}, {run['wall_s']:.0f} s", flush=True)
+        else:
+            skipped.append("packed IQL run")
+    files = write_report(results, run, skipped, args, Path(args.out), name, time.time() - start)
+    if os.environ.get("OUT"):
+        for f in files:
+            shutil.copy(f, Path(os.environ["OUT"]) / f.name)
+    print("[bench-gpu] wrote " + ", ".join(str(f) for f in files), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
