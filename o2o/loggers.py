@@ -9,6 +9,7 @@ uploads it later. Each needs its extra: `pip install -e ".[tensorboard]"` or `".
 Tags: a training-metrics row (what metrics.csv gets) as `train/<name>`, an evaluation row (what evals.csv gets) as
 `eval/<name>`, both against the record's `step`. A resumed run continues the same logs: TensorBoard drops the
 events after the checkpoint's step (`purge_step`), W&B resumes the run id kept in summary.json (`extra.wandb_run_id`).
+A fresh run in a used directory (`--force`) drops the old TensorBoard events and starts a new W&B run.
 """
 
 from __future__ import annotations
@@ -53,14 +54,18 @@ def numbers(row: Mapping[str, Any]) -> dict[str, float]:
 
 
 class TensorBoardLogger:
-    """Scalars in `<out>/tensorboard/events.out.tfevents.*` (torch.utils.tensorboard, needs the tensorboard extra)."""
+    """Scalars in `<out>/tensorboard/events.out.tfevents.*` (torch.utils.tensorboard, needs the tensorboard extra).
 
-    def __init__(self, out: Path, config: Mapping[str, Any], start_step: int = 0) -> None:
+    keep_until: the step up to which events already in the directory stay (a resumed run's checkpoint); later ones,
+    logged by the process that was interrupted, are dropped when TensorBoard reads the directory (`purge_step`).
+    -1: a fresh run, every old event is dropped. None: all are kept.
+    """
+
+    def __init__(self, out: Path, config: Mapping[str, Any], keep_until: int | None = -1) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # resumed after step N: events logged past N by the interrupted process are dropped when read
-        self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1 if start_step else None)
-        if not start_step:
+        self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=None if keep_until is None else keep_until + 1)
+        if keep_until == -1:
             self.writer.add_text("config", "```\n" + json.dumps(dict(config), indent=1, default=str) + "\n```")
 
     def log(self, group: str, step: int, values: Mapping[str, float]) -> None:
@@ -93,16 +98,17 @@ class WandbLogger:
         self.run.finish()
 
 
-def open_logger(name: str, out: Path, config: Mapping[str, Any], title: str, start_step: int = 0,
+def open_logger(name: str, out: Path, config: Mapping[str, Any], title: str, keep_until: int | None = -1,
                 state: MutableMapping[str, Any] | None = None) -> Logger | None:
     """The experiment logger `--logger name` of a run directory; None for csv (the records alone).
 
-    title: 'algorithm/dataset/seedN' (the W&B run name; its group drops the seed). state: the run's summary extras,
-    where the W&B run id is kept so that a resumed run continues the same W&B run.
+    title: 'algorithm/dataset/seedN' (the W&B run name; its group drops the seed). keep_until: see TensorBoardLogger
+    (-1 for a fresh run). state: the run's summary extras, where the W&B run id is kept so that a resumed run
+    continues the same W&B run (a fresh run has none, so it starts a new one).
     """
     check_logger(name)
     if name == "tensorboard":
-        return TensorBoardLogger(out, config, start_step)
+        return TensorBoardLogger(out, config, keep_until)
     if name == "wandb":
         state = state if state is not None else {}
         run_id = state.setdefault("wandb_run_id", uuid.uuid4().hex[:8])

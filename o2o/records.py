@@ -135,7 +135,7 @@ class RunRecorder:
         self.logger_name = str(config.get("logger", "csv"))
         check_logger(self.logger_name)  # before anything is written
         self.logger: Logger | None = None
-        self.logger_start = 0
+        self.logger_keep_until: int | None = None if resume else -1  # what the logger keeps of an earlier one's
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.base = {"algorithm": algorithm, "dataset": dataset, "seed": int(seed), "budget": budget}
@@ -178,7 +178,7 @@ class RunRecorder:
         self.rows = [r for r in self.rows if int(r["step"]) <= step]
         self.write()
         truncate_csv(self.out / "episodes.csv", step)
-        self.logger_start = int(step)  # the experiment logger drops what it had after `step`
+        self.logger_keep_until = int(step)  # the experiment logger drops what it had after `step`
 
     def log_episodes(self, step: int, phase: str, env_steps: int, returns: Any, normalized: Any, lengths: Any,
                      successes: Any) -> None:
@@ -223,7 +223,8 @@ class RunRecorder:
             return
         if self.logger is None:
             title = f"{self.base['algorithm']}/{self.base['dataset']}/seed{self.base['seed']}"
-            self.logger = open_logger(self.logger_name, self.out, self.config, title, self.logger_start, self.extra)
+            self.logger = open_logger(self.logger_name, self.out, self.config, title, self.logger_keep_until,
+                                      self.extra)
             self.write()  # the summary keeps what a resumed run needs to continue this log (extra.wandb_run_id)
         self.logger.log(group, step, values)
 

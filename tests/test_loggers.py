@@ -60,12 +60,14 @@ def test_csv_logs_the_records_only(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------ tensorboard
 def scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) of every scalar tag in a TensorBoard log directory, as TensorBoard reads them."""
+    """(step, value) of every scalar tag in a TensorBoard log directory, as TensorBoard reads them (purged events
+    and the tags left empty by them omitted)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(log_dir))
     acc.Reload()
-    return {tag: [(e.step, round(e.value, 5)) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    found = {tag: [(e.step, round(e.value, 5)) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return {tag: events for tag, events in found.items() if events}
 
 
 def test_tensorboard_writes_event_files_of_the_csv_rows(tmp_path):
@@ -89,6 +91,11 @@ def test_tensorboard_writes_event_files_of_the_csv_rows(tmp_path):
     rec.log_metrics(20, {"loss": 7.0})
     rec.finish()
     assert scalars(dirs[0] / "tensorboard")["train/loss"] == [(10, 1.0), (20, 7.0)]
+    # a fresh run in the same directory (--force): the old events are gone
+    rec = RunRecorder(dirs[0], "iql", "local:hopper-medium", 0, {"logger": "tensorboard"})
+    rec.log_metrics(5, {"loss": 9.0})
+    rec.finish()
+    assert scalars(dirs[0] / "tensorboard") == {"train/loss": [(5, 9.0)]}
 
 
 def test_logger_flag_of_an_algorithm_file_reaches_tensorboard(tmp_path):
