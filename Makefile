@@ -2,7 +2,9 @@
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
+EXTRAS  ?= dev
+TORCH_INDEX ?=
+STAMP   := $(VENV)/.installed-$(EXTRAS)
 TABLE   ?= quickstart
 BUDGET  ?=
 WORKERS ?= 2
@@ -16,15 +18,17 @@ help:
 	@echo "    runs into results/TABLE/runs/, report into reports/TABLE/ (both ignored by git)"
 	@echo "make evidence [TABLE=...]: make reproduce, then rewrite the committed report in results/TABLE/"
 	@echo "make test | make datasets | make bench | make bench-gpu | make lint | make setup"
+	@echo "make setup [EXTRAS=dev|all|dev,ray|dev,tensorboard|dev,wandb] [TORCH_INDEX=URL]: .venv with the core and EXTRAS"
 
 setup: $(STAMP)
 
-# torch first, from the pinned CPU wheel (an unpinned torch pulls gigabytes of CUDA wheels), then the lock file.
+# torch 2.13.0 first (from TORCH_INDEX when given: PyTorch's own index of a CPU or CUDA build; a torch 2.13.0 already
+# in .venv is kept), then the project with EXTRAS (default dev: what `make test` needs besides `make reproduce`), every
+# package at its version in requirements.lock (a constraints file: it pins, it does not add).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -r requirements.lock
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q -c requirements.lock -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 test: setup

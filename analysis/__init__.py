@@ -1,6 +1,6 @@
-"""Analysis of o2o-bench run records: collection, rliable aggregates, tables, figures and the report CLI."""
+"""Analysis of o2o-bench run records: collection, rliable aggregates, tables, figures and the report CLI.
 
-from analysis.collect import collect, domain_of, write_tables
-from analysis.published import canonical_algorithm, load_published, load_totals
-
-__all__ = ["canonical_algorithm", "collect", "domain_of", "load_published", "load_totals", "write_tables"]
+The package imports none of its modules, so `python -m analysis.collect` and `python -m analysis.report` (what the
+suite runner calls) start clean; import what you use: `from analysis.collect import collect`,
+`from analysis.names import canonical_algorithm, domain_of`, `from analysis.published import load_published`.
+"""

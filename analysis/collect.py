@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.published import canonical_algorithm
+from analysis.names import canonical_algorithm, domain_of
 
 SUMMARY = "summary.json"
 EVALS = "evals.csv"
@@ -33,20 +34,6 @@ class RunRecordWarning(UserWarning):
 def _warn(msg: str) -> None:
     """Emit a RunRecordWarning pointing at the caller."""
     warnings.warn(msg, RunRecordWarning, stacklevel=3)
-
-
-def domain_of(dataset: str) -> str:
-    """Domain (locomotion, antmaze, adroit, kitchen) of a dataset name; 'other' when the name is not known."""
-    from o2o import registry
-
-    try:  # the name alone (no Minari dataset opened), then the registry
-        return registry.DOMAIN_OF_FAMILY[registry.family_of(str(dataset))]
-    except (KeyError, ValueError, IndexError):
-        pass
-    try:
-        return registry.get_spec(str(dataset)).domain
-    except (KeyError, ValueError, IndexError):
-        return "other"
 
 
 def _number(value: Any) -> float:
@@ -239,3 +226,24 @@ def write_frames(runs_df: pd.DataFrame, evals_df: pd.DataFrame, out: str | Path)
 def write_tables(root: str | Path, out: str | Path) -> dict[str, Path]:
     """Collect `root` and write runs/evals as parquet and csv under `out`; return the written paths."""
     return write_frames(*collect(root), out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m analysis.collect RUNS --out DIR`: runs and evals tables (parquet and csv) of the records in RUNS."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m analysis.collect", description=main.__doc__)
+    p.add_argument("runs", help="directory searched for run records (summary.json, evals.csv)")
+    p.add_argument("--out", required=True, help="directory the tables are written to")
+    args = p.parse_args(argv)
+    try:
+        paths = write_tables(args.runs, args.out)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"collected {args.runs} -> {', '.join(str(v) for v in paths.values())}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

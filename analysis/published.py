@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
+
+from analysis.names import domain_of
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[1] / "results" / "published"
 COLUMNS = ["source", "table", "algorithm", "dataset", "phase", "score", "std", "flag"]
@@ -13,35 +14,6 @@ TOTAL_COLUMNS = ["source", "table", "algorithm", "domain", "phase", "kind", "n_d
                  "flag"]
 PHASES = ("offline", "online")
 TOTALS_FILE = "totals.csv"
-
-# Spellings of algorithm names seen in run records and papers, mapped to the canonical names the tables use.
-_ALIASES = {
-    "iql": "IQL",
-    "cql": "CQL",
-    "awac": "AWAC",
-    "td3bc": "TD3+BC",
-    "bppo": "BPPO",
-    "unio4": "Uni-O4",
-    "famo2o": "FamO2O",
-    "ppo": "PPO",
-    "awacfamo2o": "AWAC+FamO2O",
-    "iqlfamo2o": "IQL+FamO2O",
-    "famo2oawac": "AWAC+FamO2O",
-    "famo2oiql": "IQL+FamO2O",
-}
-
-
-def canonical_algorithm(name: str) -> str:
-    """Canonical spelling of an algorithm name ('iql' -> 'IQL', 'td3_bc' -> 'TD3+BC'); unknown names unchanged."""
-    key = re.sub(r"[^a-z0-9]", "", str(name).lower())
-    return _ALIASES.get(key, str(name))
-
-
-def _domain(dataset: str) -> str:
-    """Domain of a dataset name (analysis.collect.domain_of)."""
-    from analysis.collect import domain_of
-
-    return domain_of(dataset)
 
 
 def _files(pattern: str, root: Path) -> list[Path]:
@@ -87,7 +59,7 @@ def load_published(pattern: str = "*", root: str | Path | None = None) -> pd.Dat
     if not frames:
         return pd.DataFrame(columns=[*COLUMNS, "domain", "file"])
     out = pd.concat(frames, ignore_index=True)
-    out["domain"] = [_domain(d) for d in out["dataset"]]
+    out["domain"] = [domain_of(d) for d in out["dataset"]]
     return out
 
 

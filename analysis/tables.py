@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.collect import json_dict
-from analysis.published import canonical_algorithm
+from analysis.names import canonical_algorithm
 
 DOMAIN_ORDER = ("locomotion", "antmaze", "adroit", "kitchen", "other")
 OPTIMISTIC = "selected over evaluations, optimistic"

@@ -62,7 +62,7 @@ def test_iteration_cleanrl(benchmark, tmp_path):
 
 
 def test_iteration_behaviour(benchmark, tmp_path):
-    from o2o.generate import BEHAVIOUR_PPO
+    from behaviour.train import BEHAVIOUR_PPO
 
     _iteration(benchmark, tmp_path, **BEHAVIOUR_PPO)
 

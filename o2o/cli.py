@@ -12,7 +12,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from o2o.registry import DatasetSpec, get_spec, spec_for_env
 
@@ -39,6 +39,9 @@ class RunConfig:
     eval_episodes: int = field(default=10, metadata={"smoke": 2})
     log_every: int = field(default=5000, metadata={"smoke": 500})
     checkpoint_every: int = field(default=50_000, metadata={"smoke": 1000})
+    # csv: the run records only (always written); tensorboard / wandb: also <out>/tensorboard/ or an offline W&B run
+    # in <out>/wandb/ (optional extras; o2o/loggers.py)
+    logger: Literal["csv", "tensorboard", "wandb"] = "csv"
 
 
 def _str2bool(v: str) -> bool:

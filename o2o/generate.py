@@ -1,7 +1,7 @@
 """Datasets the project makes itself, in D4RL's exact HDF5 layout: rollouts of a policy in an env.
 
 `local:<env>-<quality>` datasets (env: hopper, halfcheetah, walker2d) come from committed PPO behaviour policies
-(`behaviour/`, trained by `python -m o2o.generate train-behaviour ENV`), mirroring how D4RL made its v2 datasets:
+(`behaviour/`, trained by `python -m behaviour.train ENV`), mirroring how D4RL made its v2 datasets:
 - random: a randomly initialised policy network (stochastic actions), 1M transitions;
 - medium / expert: stochastic rollouts of the "medium" (≈ 1/3 of the expert's return) and final policies, 1M each;
 - medium-replay: every transition the training run collected until the medium snapshot (D4RL: SAC's replay buffer
@@ -11,14 +11,14 @@
 Every file holds infos/qpos, infos/qvel, infos/action_log_probs and metadata/* (behaviour return, normalized, seed,
 generator version). The same seed gives the same file.
 
-Command line: `python -m o2o.generate all [--size N] [--force] | one local:NAME | table | train-behaviour ENV`.
+Command line: `python -m o2o.generate all [--size N] [--force] | one local:NAME | table`. The policies are rolled out
+from their files (NumpyGaussianPolicy), so nothing here needs the PPO that trained them.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import sys
@@ -39,6 +39,7 @@ D4RL_SIZE = 1_000_000
 PROGRESS = 100_000  # a progress line every this many transitions
 # per-quality offset of the rollout seed, so that medium and expert do not start from the same states
 QUALITY_SEED = {"random": 0, "medium": 1, "expert": 2, "medium-replay": 3}
+RANDOM_HIDDEN = (64, 64)  # hidden layers of the random policy (PPO's GaussianActor default)
 Policy = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
@@ -112,7 +113,7 @@ def write_d4rl_hdf5(path: str | Path, arrays: dict[str, np.ndarray], metadata: d
 
 # ----------------------------------------------------------------------------------------------- behaviour policies
 class NumpyGaussianPolicy:
-    """A behaviour policy file (baselines/ppo.py GaussianActor + its observation normaliser) evaluated in numpy.
+    """A behaviour policy file (a PPO GaussianActor's state dict + its observation normaliser) evaluated in numpy.
 
     Stochastic: a = mean(norm(s)) + σ·ε with ε ~ N(0, I) from the rollout's generator; log-prob of that sample
     (before the env's clipping to the action bounds, as the PPO that trained it). Deterministic with `act`.
@@ -149,18 +150,30 @@ class NumpyGaussianPolicy:
 
 
 def random_policy_state(spec: DatasetSpec, seed: int) -> dict[str, Any]:
-    """A randomly initialised PPO actor (baselines/ppo.py defaults: 64x64 tanh, log σ = 0) on raw observations."""
+    """A randomly initialised PPO actor on raw observations, in the layout of the committed policy files.
+
+    CleanRL's initialisation (PPO's GaussianActor defaults): 64x64 tanh MLP, orthogonal weights with gain √2 (hidden)
+    and 0.01 (output), zero biases, log σ = 0. The weights are drawn from a generator seeded with `seed` in the order
+    in which constructing that actor drew them (each nn.Linear's own uniform init, then the orthogonal one over it),
+    so they are bit-identical to those the `random` datasets were first made with (tests/test_generate.py).
+    """
     import torch
 
-    from baselines.ppo import GaussianActor
-
-    g = torch.random.fork_rng()
-    with g:
-        torch.manual_seed(seed)
-        actor = GaussianActor(spec.obs_dim, spec.act_dim)
+    gen = torch.Generator().manual_seed(seed)
+    dims = [spec.obs_dim, *RANDOM_HIDDEN, spec.act_dim]
+    gains = [math.sqrt(2.0)] * len(RANDOM_HIDDEN) + [0.01]
+    actor: dict[str, torch.Tensor] = {}
+    for i, (fan_in, fan_out, gain) in enumerate(zip(dims[:-1], dims[1:], gains)):
+        bound = 1.0 / math.sqrt(fan_in)
+        weight = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)  # nn.Linear's draws (weight,
+        torch.empty(fan_out).uniform_(-bound, bound, generator=gen)  # then bias), overwritten as CleanRL does
+        torch.nn.init.orthogonal_(weight, gain, generator=gen)
+        actor[f"mean_net.{2 * i}.weight"] = weight
+        actor[f"mean_net.{2 * i}.bias"] = torch.zeros(fan_out)
+    actor["log_std"] = torch.zeros(spec.act_dim)
     d = spec.obs_dim
-    return {"actor": actor.state_dict(),
-            "arch": {"obs_dim": d, "act_dim": spec.act_dim, "hidden": [64, 64], "activation": "tanh",
+    return {"actor": actor,
+            "arch": {"obs_dim": d, "act_dim": spec.act_dim, "hidden": list(RANDOM_HIDDEN), "activation": "tanh",
                      "tanh_mean": False},
             "obs_norm": {"mean": torch.zeros(d, dtype=torch.float64), "std": torch.ones(d, dtype=torch.float64),
                          "clip": torch.tensor(math.inf)}}
@@ -178,7 +191,7 @@ def load_behaviour(family: str, which: str) -> dict[str, Any]:
 
     path = behaviour_path(family, which)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; train it with `python -m o2o.generate train-behaviour {family}` "
+        raise FileNotFoundError(f"{path} is missing; train it with `python -m behaviour.train {family}` "
                                 "(see behaviour/README.md)")
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -380,135 +393,6 @@ def generate(name: str, size: int | None = None, seed: int = 0, force: bool = Fa
     return path
 
 
-# ----------------------------------------------------------------------------------------------- behaviour training
-# PPO settings of the behaviour runs: CleanRL's, except 4 envs x 512 steps and minibatch 128 (a quarter of CleanRL's
-# gradient steps per env step), chosen to fit 1M env steps per env into the 2-core CPU budget.
-BEHAVIOUR_PPO: dict[str, Any] = dict(num_envs=4, rollout_steps=512, minibatch_size=128, epochs=10)
-BEHAVIOUR_RUNS = Path("~/.o2o/behaviour-runs").expanduser()
-
-
-def policy_return(spec: DatasetSpec, policy: Callable, episodes: int, seed: int, stochastic: bool = True
-                  ) -> tuple[float, float]:
-    """Mean and std of the undiscounted return of `episodes` episodes (stochastic actions as in the datasets)."""
-    env = make_env(spec)
-    rng = np.random.default_rng(seed)
-    rets = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + 1000003 * ep)
-        done, ret = False, 0.0
-        while not done:
-            x = obs[None].astype(np.float32)
-            a = policy(x, rng)[0][0] if stochastic else policy.act(x)[0]
-            obs, r, term, trunc, _ = env.step(np.clip(a, env.action_space.low, env.action_space.high))
-            ret += float(r)
-            done = term or trunc
-        rets.append(ret)
-    env.close()
-    return float(np.mean(rets)), float(np.std(rets))
-
-
-def train_behaviour(family: str, seed: int = 0, total_steps: int = 1_000_000, snapshot_every: int = 10_000,
-                    work_dir: Path | None = None, ppo_overrides: dict[str, Any] | None = None) -> Path:
-    """Train a PPO behaviour policy from scratch; keep every snapshot and the executed actions in work_dir/raw.pt."""
-    import dataclasses
-
-    import torch
-
-    from baselines.ppo import PPOConfig, make_agent, run_ppo
-    from o2o.records import RunRecorder
-    from o2o.training import Evaluator, config_dict, set_seed
-
-    torch.set_num_threads(1)
-    work = Path(work_dir or BEHAVIOUR_RUNS / f"{family}-seed{seed}")
-    cfg = PPOConfig(dataset=f"local:{family}-medium", seed=seed, out=str(work), total_steps=total_steps,
-                    snapshot_every=snapshot_every, record_actions=True, eval_every=100_000, eval_episodes=5,
-                    checkpoint_every=10**12, log_every=50_000, **{**BEHAVIOUR_PPO, **(ppo_overrides or {})})
-    spec = get_spec(cfg.dataset)
-    set_seed(seed)
-    actor, critic = make_agent(cfg, spec)
-    recorder = RunRecorder(work, "ppo-behaviour", spec.name, seed, config_dict(cfg), budget="full")
-    res = run_ppo(cfg, spec, actor, critic, recorder=recorder, evaluator=Evaluator(spec, recorder, seed, 5))
-    recorder.extra["env_steps_per_s"] = res["env_steps_per_s"]
-    recorder.finish("finished")
-    raw = {"snapshots": res["snapshots"], "actions": torch.from_numpy(res["actions"]),
-           "episode_returns": torch.tensor(res["episode_returns"], dtype=torch.float64),
-           "log_probs": torch.from_numpy(res["log_probs"]), "reset_seed": int(res["reset_seed"]),
-           "config": dataclasses.asdict(cfg), "wall_time_s": res["wall_time_s"],
-           "env_steps_per_s": res["env_steps_per_s"]}
-    torch.save(raw, work / "raw.pt")
-    print(f"[behaviour] {family}: {total_steps} env steps in {res['wall_time_s']:.0f} s "
-          f"({res['env_steps_per_s']:.0f} steps/s) -> {work / 'raw.pt'}", flush=True)
-    return work / "raw.pt"
-
-
-def select_behaviour(family: str, raw_path: Path, seed: int = 0, candidates: int = 4, episodes: int = 10,
-                     out_dir: Path | None = None) -> dict[str, Any]:
-    """Expert = final policy; medium = the snapshot whose stochastic return is closest to 1/3 of the expert's.
-
-    Candidates are the `candidates` snapshots whose training-episode return is closest to the target; each is
-    evaluated with `episodes` stochastic episodes and the closest wins. Writes behaviour/<family>-{medium,expert}.pt,
-    behaviour/<family>-medium-replay.npz (training actions up to the medium snapshot) and behaviour/<family>.json.
-    """
-    import torch
-
-    out = Path(out_dir or BEHAVIOUR_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    raw = torch.load(raw_path, map_location="cpu", weights_only=True)
-    cfg = raw["config"]
-    spec = get_spec(f"local:{family}-medium")
-    arch = {"obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "hidden": list(cfg["hidden"]),
-            "activation": cfg["activation"], "tanh_mean": False}
-    snaps = raw["snapshots"]
-
-    def state(snap: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return {"actor": snap["actor"], "arch": arch, "obs_norm": snap["obs_norm"], "env_steps": snap["env_steps"],
-                "train_return": snap["train_return"], "seed": seed, "trainer": "baselines/ppo.py run_ppo",
-                **extra}
-
-    eval_seed = 10_000 + seed
-    expert = snaps[-1]
-    e_ret, e_std = policy_return(spec, NumpyGaussianPolicy(state(expert)), episodes, eval_seed)
-    e_det, _ = policy_return(spec, NumpyGaussianPolicy(state(expert)), episodes, eval_seed, stochastic=False)
-    target = e_ret / 3.0
-    tr = np.array([s["train_return"] if np.isfinite(s["train_return"]) else -1e9 for s in snaps[:-1]])
-    order = np.argsort(np.abs(tr - target))[:candidates]
-    evals = []
-    for i in order:
-        r, sd = policy_return(spec, NumpyGaussianPolicy(state(snaps[i])), episodes, eval_seed)
-        evals.append((abs(r - target), int(i), r, sd))
-        print(f"[behaviour] {family} candidate at {snaps[i]['env_steps']} env steps: train return "
-              f"{snaps[i]['train_return']:.1f}, stochastic return {r:.1f} (target {target:.1f})", flush=True)
-    _, mi, m_ret, m_std = min(evals)
-    medium = snaps[mi]
-    m_det, _ = policy_return(spec, NumpyGaussianPolicy(state(medium)), episodes, eval_seed, stochastic=False)
-    torch.save(state(expert, **{"return": e_ret, "return_std": e_std, "return_deterministic": e_det,
-                                "normalized": normalized_score(spec, e_ret)}), out / f"{family}-expert.pt")
-    torch.save(state(medium, **{"return": m_ret, "return_std": m_std, "return_deterministic": m_det,
-                                "normalized": normalized_score(spec, m_ret)}), out / f"{family}-medium.pt")
-    n_envs = int(cfg["num_envs"])
-    per_env = int(medium["env_steps"]) // n_envs
-    np.savez_compressed(out / f"{family}-medium-replay.npz", actions=raw["actions"][:per_env].numpy(),
-                        log_probs=raw["log_probs"][:per_env].numpy(), reset_seed=np.int64(raw["reset_seed"]),
-                        steps_per_env=np.int64(per_env), num_envs=np.int64(n_envs))
-    info = {
-        "family": family, "env_id": spec.env_id, "seed": seed, "total_env_steps": int(expert["env_steps"]),
-        "train_wall_time_s": round(float(raw["wall_time_s"]), 1),
-        "train_env_steps_per_s": round(float(raw["env_steps_per_s"]), 1),
-        "expert": {"env_steps": int(expert["env_steps"]), "return": e_ret, "return_std": e_std,
-                   "return_deterministic": e_det, "normalized": normalized_score(spec, e_ret)},
-        "medium": {"env_steps": int(medium["env_steps"]), "return": m_ret, "return_std": m_std,
-                   "return_deterministic": m_det, "normalized": normalized_score(spec, m_ret), "target": target},
-        "medium_replay_transitions": per_env * n_envs,
-        "snapshots": [[int(s["env_steps"]), round(float(s["train_return"]), 1)] for s in snaps],
-        "ppo": {k: cfg[k] for k in ("num_envs", "rollout_steps", "minibatch_size", "epochs", "actor_lr", "clip",
-                                    "ent_coef", "hidden", "total_steps")},
-    }
-    (out / f"{family}.json").write_text(json.dumps(info, indent=1) + "\n")
-    print(f"[behaviour] {family}: expert {e_ret:.1f} (det {e_det:.1f}), medium {m_ret:.1f} at "
-          f"{medium['env_steps']} env steps, medium-replay {per_env * n_envs} transitions", flush=True)
-    return info
-
-
 def behaviour_score(name: str) -> float | None:
     """Normalized score of the policy that collected a generated dataset, from its file's metadata.
 
@@ -554,11 +438,6 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--force", action="store_true", help="regenerate even when an identical file exists")
     pa.add_argument("--envs", default=",".join(LOCAL_FAMILIES))
     sub.add_parser("table", help="Markdown table of the behaviour returns of the generated datasets")
-    pt = sub.add_parser("train-behaviour", help="train a PPO behaviour policy and select medium/expert")
-    pt.add_argument("env", choices=LOCAL_FAMILIES)
-    pt.add_argument("--seed", type=int, default=0)
-    pt.add_argument("--steps", type=int, default=1_000_000)
-    pt.add_argument("--select-only", action="store_true", help="reuse the raw run in ~/.o2o/behaviour-runs")
     args = p.parse_args(argv)
     if args.cmd == "one":
         print(generate(args.name, args.size, args.seed, args.force))
@@ -575,11 +454,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"all {len(names)} datasets in {time.time() - t_all:.0f} s under {data_dir()}")
     elif args.cmd == "table":
         print(markdown_table())
-    elif args.cmd == "train-behaviour":
-        raw = BEHAVIOUR_RUNS / f"{args.env}-seed{args.seed}" / "raw.pt"
-        if not args.select_only:
-            raw = train_behaviour(args.env, args.seed, args.steps)
-        select_behaviour(args.env, raw, args.seed)
     return 0
 
 

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from o2o.loggers import Logger, check_logger, numbers, open_logger
+
 EVAL_COLUMNS = ["step", "phase", "env_steps", "normalized_score", "return_mean", "return_std", "success_rate",
                 "length_mean"]
 EPISODE_COLUMNS = ["step", "phase", "env_steps", "episode", "return", "normalized_score", "length", "success"]
@@ -128,10 +130,19 @@ def _clean(x: Any) -> Any:
 
 
 class RunRecorder:
-    """Keeps a run's evaluations and writes summary.json and evals.csv after every change."""
+    """Keeps a run's evaluations and writes summary.json and evals.csv after every change.
+
+    `config["logger"]` (the `--logger` of o2o.cli.RunConfig; csv when absent) names an experiment logger that gets
+    the same rows as well: evaluations from log_eval, training metrics from log_metrics (o2o.loggers). It is opened at
+    the first row and closed by finish.
+    """
 
     def __init__(self, out: str | Path, algorithm: str, dataset: str, seed: int, config: dict[str, Any],
                  budget: str | None = None, resume: bool = False) -> None:
+        self.logger_name = str(config.get("logger", "csv"))
+        check_logger(self.logger_name)  # before anything is written
+        self.logger: Logger | None = None
+        self.logger_keep_until: int | None = None if resume else -1  # what the logger keeps of an earlier one's
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.base = {"algorithm": algorithm, "dataset": dataset, "seed": int(seed), "budget": budget}
@@ -174,6 +185,7 @@ class RunRecorder:
         self.rows = [r for r in self.rows if int(r["step"]) <= step]
         self.write()
         truncate_csv(self.out / "episodes.csv", step)
+        self.logger_keep_until = int(step)  # the experiment logger drops what it had after `step`
 
     def log_episodes(self, step: int, phase: str, env_steps: int, returns: Any, normalized: Any, lengths: Any,
                      successes: Any) -> None:
@@ -206,6 +218,22 @@ class RunRecorder:
         self.steps = max(self.steps, int(step))
         self.env_steps = max(self.env_steps, int(env_steps))
         self.write()
+        self._log("eval", int(step), numbers({k: v for k, v in row.items() if k != "step"}))
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Hand one row of training metrics (the row metrics.csv gets) to the experiment logger; csv: nothing."""
+        self._log("train", int(step), numbers(metrics))
+
+    def _log(self, group: str, step: int, values: dict[str, float]) -> None:
+        """Log to the experiment logger of `--logger`, opening it at the first row (none for csv)."""
+        if self.logger_name == "csv":
+            return
+        if self.logger is None:
+            title = f"{self.base['algorithm']}/{self.base['dataset']}/seed{self.base['seed']}"
+            self.logger = open_logger(self.logger_name, self.out, self.config, title, self.logger_keep_until,
+                                      self.extra)
+            self.write()  # the summary keeps what a resumed run needs to continue this log (extra.wandb_run_id)
+        self.logger.log(group, step, values)
 
     def progress(self, steps: int, env_steps: int = 0) -> None:
         """Record how far training got (written with the next summary)."""
@@ -217,6 +245,9 @@ class RunRecorder:
             raise ValueError(f"status must be one of {STATUSES}")
         self.status, self.error = status, error
         self.write()
+        if self.logger is not None:
+            self.logger.close()
+            self.logger = None
 
     def summary(self) -> dict[str, Any]:
         """The summary.json content computed from the evaluations so far."""

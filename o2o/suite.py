@@ -36,6 +36,7 @@ import csv
 import dataclasses
 import fcntl
 import fnmatch
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -65,6 +66,8 @@ RUN_FILE = "run.json"
 LOG_FILE = "log.txt"
 FAILURES_FILE = "failures.csv"
 REPORT_MODULE = "analysis.report"
+COLLECT_MODULE = "analysis.collect"
+COLLECTED = ("runs.parquet", "runs.csv", "evals.parquet", "evals.csv")
 FAILURE_COLUMNS = ["time", "run_id", "algorithm", "dataset", "seed", "exit_code", "run_dir", "error"]
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "O2O_NUM_THREADS")
@@ -1104,28 +1107,43 @@ def _sweep_ray(todo: list[list[Plan]], env: dict[str, str], workers: int, out: P
 
 
 # ------------------------------------------------------------------------------------------- collecting, reporting
+def analysis_env() -> dict[str, str]:
+    """Environment of the analysis subprocesses: the project importable, a non-interactive matplotlib backend."""
+    env = dict(os.environ)
+    env.setdefault("MPLBACKEND", "Agg")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 def collect(suite: Suite, runs: str | Path | None = None, out: str | Path | None = None,
             stream: TextIO | None = None) -> dict[str, Path]:
-    """Tables of a suite's runs: `runs.parquet` and `evals.parquet` in report_dir (analysis.collect)."""
-    from analysis.collect import write_tables
-
+    """Tables of a suite's runs: `runs.parquet` and `evals.parquet` (and .csv) in report_dir, made by
+    `python -m analysis.collect` in a subprocess (the runner reads the analysis's output, never imports it)."""
     stream = stream or sys.stdout
     out = Path(out or report_dir(suite, runs))
     runs = Path(runs or default_out(suite))
     if not runs.is_dir():
         raise SuiteError(f"{suite.name}: no runs directory {runs} (run the suite first)")
-    paths = write_tables(runs, out)
+    cmd = [sys.executable, "-m", COLLECT_MODULE, str(runs), "--out", str(out)]
+    done = subprocess.run(cmd, cwd=Path.cwd(), env=analysis_env(), stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SuiteError(f"{shlex.join(cmd)} failed (exit {done.returncode})")
+    paths = {name: out / name for name in COLLECTED if (out / name).is_file()}
     print(f"collected {runs} -> {', '.join(str(p) for p in paths.values())}", file=stream, flush=True)
     return paths
 
 
+def _module_exists(name: str) -> bool:
+    """Whether `package.module` can be found, without importing the package (find_spec of a dotted name would)."""
+    parent, _, child = name.rpartition(".")
+    spec = importlib.util.find_spec(parent) if parent else None
+    locations = spec.submodule_search_locations if spec is not None else None
+    return bool(locations) and importlib.machinery.PathFinder.find_spec(child, list(locations)) is not None
+
+
 def report_command() -> list[str] | None:
     """`python -m analysis.report`, or None while the analysis package has no report module."""
-    try:
-        found = importlib.util.find_spec(REPORT_MODULE) is not None
-    except ModuleNotFoundError:
-        found = False
-    return [sys.executable, "-m", REPORT_MODULE] if found else None
+    return [sys.executable, "-m", REPORT_MODULE] if _module_exists(REPORT_MODULE) else None
 
 
 def report(suite: Suite, runs: str | Path | None = None, out: str | Path | None = None,
@@ -1144,8 +1162,7 @@ def report(suite: Suite, runs: str | Path | None = None, out: str | Path | None 
         cmd += ["--published", suite.published]
     t0 = time.time()
     print(f"report: {shlex.join(cmd)}", file=stream, flush=True)
-    env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg")}
-    rc = subprocess.run(cmd, cwd=Path.cwd(), env=env).returncode
+    rc = subprocess.run(cmd, cwd=Path.cwd(), env=analysis_env()).returncode
     if rc != 0:
         print(f"analysis.report failed (exit {rc})", file=stream, flush=True)
         return rc

@@ -73,16 +73,20 @@ class MetricLog:
     """Accumulates metrics as device tensors and syncs with the host once every `flush` (never per step).
 
     A metric is a scalar tensor, or a (S,) tensor with one value per seed of a pack; then `path` is the list of the
-    seeds' CSV files and `flush_members` writes each seed's row to its own file.
+    seeds' CSV files and `flush_members` writes each seed's row to its own file. `recorders` (one per path, optional)
+    get the same rows for their experiment logger (RunRecorder.log_metrics, `--logger`).
     """
 
     def __init__(self, path: str | Path | Sequence[str | Path] | None = None, total_steps: int | None = None,
-                 name: str = "") -> None:
+                 name: str = "", recorders: Sequence[RunRecorder] | None = None) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
         paths = list(path) if isinstance(path, (list, tuple)) else [path]
         self.paths = [Path(p) if p else None for p in paths]
         self.path = self.paths[0]
+        self.recorders: list[RunRecorder | None] = list(recorders) if recorders else [None] * len(self.paths)
+        if len(self.recorders) != len(self.paths):
+            raise ValueError(f"MetricLog: {len(self.recorders)} recorders for {len(self.paths)} metric files")
         self.total = total_steps
         self.name = name
         self.t0 = time.time()
@@ -132,6 +136,9 @@ class MetricLog:
                     if new:
                         w.writerow(["step", "phase", *keys])
                     w.writerow([step, phase, *[f"{v:.6g}" for v in row]])
+        for recorder, row, on in zip(self.recorders, out, active):
+            if recorder is not None and on:
+                recorder.log_metrics(step, row)
         if not quiet:
             live = [r for r, on in zip(out, active) if on] or out
             eta = ""

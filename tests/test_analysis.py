@@ -14,8 +14,9 @@ import pytest
 from rliable import metrics
 
 from analysis import aggregate, figures, tables
-from analysis.collect import RunRecordWarning, collect, domain_of, write_tables
-from analysis.published import canonical_algorithm, load_published
+from analysis.collect import RunRecordWarning, collect, write_tables
+from analysis.names import canonical_algorithm, domain_of
+from analysis.published import load_published
 from analysis.report import build_report, main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from behaviour import train as behaviour_train
 from o2o import generate
 from o2o.consistency import check_dataset
 from o2o.data import load_dataset, read_hdf5
@@ -105,11 +106,11 @@ def test_random_and_medium_replay(data_dir):
 
 def test_medium_replay_reproduces_the_training_run(tmp_path, monkeypatch):
     """The compact source (executed actions) replays into exactly the episodes the PPO run saw."""
-    raw_path = generate.train_behaviour("hopper", seed=3, total_steps=2048, snapshot_every=512,
-                                        work_dir=tmp_path / "run", ppo_overrides=dict(num_envs=2, rollout_steps=256,
-                                                                                      epochs=1))
+    raw_path = behaviour_train.train_behaviour("hopper", seed=3, total_steps=2048, snapshot_every=512,
+                                               work_dir=tmp_path / "run",
+                                               ppo_overrides=dict(num_envs=2, rollout_steps=256, epochs=1))
     out = tmp_path / "behaviour"
-    info = generate.select_behaviour("hopper", raw_path, seed=3, candidates=1, episodes=1, out_dir=out)
+    info = behaviour_train.select_behaviour("hopper", raw_path, seed=3, candidates=1, episodes=1, out_dir=out)
     for which in ("medium", "expert"):
         st = torch.load(out / f"hopper-{which}.pt", weights_only=True)
         assert {"actor", "arch", "obs_norm", "return", "normalized"} <= set(st)
@@ -136,3 +137,29 @@ def test_committed_behaviour_policies(family):
     assert exp["return"] > 2 * med["return"] > 0
     assert set(med["obs_norm"]) == {"mean", "std", "clip"}
     assert generate.behaviour_path(family, "medium-replay").stat().st_size < 20e6
+
+
+def test_random_policy_weights_are_those_the_random_datasets_were_made_with():
+    """random_policy_state draws, without the PPO code, exactly the weights baselines.ppo.GaussianActor got under
+    torch.manual_seed(seed) when the `random` datasets were first made (values pinned from that actor)."""
+    from o2o.registry import get_spec
+
+    state = generate.random_policy_state(get_spec("local:hopper-random"), 0)
+    actor = state["actor"]
+    assert {k: tuple(v.shape) for k, v in actor.items()} == {
+        "mean_net.0.weight": (64, 11), "mean_net.0.bias": (64,), "mean_net.2.weight": (64, 64),
+        "mean_net.2.bias": (64,), "mean_net.4.weight": (3, 64), "mean_net.4.bias": (3,), "log_std": (3,)}
+    assert actor["mean_net.0.weight"][0, :3].tolist() == [0.10002020001411438, 0.05106677860021591,
+                                                          0.30872097611427307]
+    assert actor["mean_net.4.weight"][:, 0].tolist() == [-0.0011044431012123823, 0.0006057652644813061,
+                                                         0.0005158893181942403]
+    assert float(sum(v.abs().sum() for v in actor.values())) == pytest.approx(681.1786499023438, rel=1e-6)
+    again = generate.random_policy_state(get_spec("local:hopper-random"), 0)["actor"]
+    assert all(torch.equal(actor[k], again[k]) for k in actor)
+    other = generate.random_policy_state(get_spec("local:hopper-random"), 1)["actor"]
+    assert not torch.equal(actor["mean_net.0.weight"], other["mean_net.0.weight"])
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    generate.random_policy_state(get_spec("local:hopper-random"), 5)
+    assert torch.equal(torch.rand(1), before)  # torch's global random stream is left alone

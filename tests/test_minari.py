@@ -115,7 +115,7 @@ def test_family_of_minari_names_and_the_registry():
     assert family_of("minari:mujoco/walker2d/simple-v0") == "walker2d"
     with pytest.raises(KeyError):
         family_of("minari:mujoco/humanoid/medium-v0")
-    from analysis.collect import domain_of
+    from analysis.names import domain_of
 
     assert domain_of("minari:D4RL/door/human-v2") == "adroit"  # from the name: no dataset needed
 
