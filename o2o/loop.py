@@ -84,7 +84,7 @@ class LoopConfig(RunConfig):
 # still offline; IQL's cosine actor schedule then follows the new count from the resume on). Every other field, the
 # algorithm, the dataset (name and content) and the seed must equal the checkpoint's.
 SAFE_TO_CHANGE = ("eval_episodes", "eval_every", "log_every", "checkpoint_every", "device", "threads", "out",
-                  "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps")
+                  "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps", "logger")
 RECORD_FILES = ("summary.json", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt", "checkpoint.json",
                 "betas.npy", "policy.pt", "run.json", "log.txt")
 
@@ -381,7 +381,7 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
         r.progress(step, env_steps)
     evaluator = Evaluator(spec, recorders, seeds, cfg.eval_episodes, obs_transform=norm,
                           index=len(recorders[0].rows))
-    metrics = MetricLog([d / "metrics.csv" for d in dirs], total, algo.name)
+    metrics = MetricLog([d / "metrics.csv" for d in dirs], total, algo.name, recorders=recorders)
     metrics.reset_clock(step)
     eval_time = 0.0
 
