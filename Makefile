@@ -57,7 +57,7 @@ evidence: reproduce
 compare: setup
 	@test -n "$(ALGO)" || { echo "make compare: ALGO=path/to/your_algorithm.py is missing"; exit 2; }
 	$(BIN)/python -m o2o.suite compare $(TABLE) $(ALGO) $(if $(BUDGET),--budget $(BUDGET)) \
-		$(if $(DATASETS),--datasets '$(DATASETS)') $(if $(BASELINES),--baselines) --workers $(WORKERS)
+		$(if $(DATASETS),--datasets '$(DATASETS)') $(if $(BASELINES),--baselines) --workers $(WORKERS) --pack $(PACK)
 
 datasets: setup
 	$(BIN)/python -m o2o.generate all

@@ -255,8 +255,11 @@ def report_dir(table: Suite, name: str) -> Path:
 
 def compare(table: str | Path, file: str | Path, budget: str | None = None, datasets: str | None = None,
             baselines: bool = False, workers: int = 1, runs: str | Path | None = None, out: str | Path | None = None,
-            device: str | None = None, threads: int | None = None, stream: TextIO | None = None) -> int:
-    """Check `file`, run it (and with `baselines` the missing baseline runs) on the table, report; exit status."""
+            device: str | None = None, threads: int | None = None, pack: int = 0,
+            stream: TextIO | None = None) -> int:
+    """Check `file`, run it (and with `baselines` the missing baseline runs) on the table, report; exit status.
+
+    `pack` caps the seeds per process as in run_suite (0: all seeds of an algorithm and dataset together)."""
     stream = stream or sys.stdout
     suite = load_suite(table, check_files=False)
     budget = budget or suite.budget
@@ -276,7 +279,7 @@ def compare(table: str | Path, file: str | Path, budget: str | None = None, data
         print(f"  {algo}: {n} of {total} runs not finished at budget {budget} in {_display_path(runs)}: {what}",
               file=stream)
     result = run_suite(both, budget=budget, workers=workers, out=runs, only=None if baselines else name,
-                       device=device, threads=threads, stream=stream)
+                       device=device, threads=threads, stream=stream, pack=pack)
     if result.interrupted:
         return 130
     out = Path(out) if out else report_dir(suite, name)

@@ -6,7 +6,7 @@ Command line (`python -m o2o.suite ...`):
   report SUITE [--runs DIR] [--out DIR]
   reproduce SUITE [--budget B] [--workers N] [--backend local|ray]   (run, collect, report)
   list | validate [SUITE ...]
-  compare SUITE FILE [--budget B] [--datasets PATTERN] [--baselines] [--workers N]   (o2o.compare)
+  compare SUITE FILE [--budget B] [--datasets PATTERN] [--baselines] [--workers N] [--pack N]   (o2o.compare)
 
 SUITE is a name in suites/ (`offline`, `o2o`, `famo2o`, `local`, `quickstart`) or a path to a YAML file. Runs go to
 `results/<suite>/runs/<algorithm>/<dataset>/seed<N>/`; tables and figures to `reports/<suite>/` (both ignored by git;
@@ -1248,7 +1248,8 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--budget", choices=BUDGETS, default=None, help="default: the suite file's budget")
     sm.add_argument("--datasets", default=None, help="comma-separated fnmatch patterns on the suite's datasets")
     sm.add_argument("--baselines", action="store_true", help="also run the baselines' unfinished runs")
-    sm.add_argument("--workers", type=int, default=1, help="runs at the same time (default 1)")
+    sm.add_argument("--workers", type=int, default=1, help="processes at the same time (default 1)")
+    sm.add_argument("--pack", type=int, default=0, help="at most N seeds per process (default 0: all; 1: one each)")
     sm.add_argument("--runs", default=None, help="runs directory (default results/<suite>/runs)")
     sm.add_argument("--out", default=None, help="report directory (default reports/<suite>/compare-<algorithm>)")
     sm.add_argument("--device", default=None, help="--device for every run (default: each file's own)")
@@ -1286,7 +1287,7 @@ def main(argv: list[str] | None = None) -> int:
             from o2o.compare import compare
 
             return compare(args.suite, args.file, args.budget, args.datasets, args.baselines, args.workers,
-                           args.runs, args.out, args.device, args.threads)
+                           args.runs, args.out, args.device, args.threads, args.pack)
         suite = load_suite(args.suite, check_files=False)
         if args.cmd == "collect":
             collect(suite, args.runs, args.out)

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from algorithms import template
+from o2o import loop
+from o2o.cli import parse_config
 from o2o.generate import behaviour_score, generate
 from o2o.nets import DeterministicActor
 from o2o.rng import member_generators
@@ -67,14 +69,27 @@ def test_packed_seeds_match_seeds_alone(hopper_file, tmp_path):
     assert read(tmp_path / "pack" / "seed0" / "evals.csv") != read(tmp_path / "pack" / "seed1" / "evals.csv")
 
 
-def test_resumed_run_equals_an_uninterrupted_one(hopper_file, tmp_path):
-    """A run stopped at its checkpoint and resumed further gives the records of one run all the way (the agent's
-    state_dict holds everything its updates depend on: actor, optimiser, random stream)."""
+def test_a_crashed_run_resumes_to_the_records_of_an_uninterrupted_one(hopper_file, tmp_path):
+    """A pack that crashed at step 51 and is resumed from its checkpoint (step 40) writes the records of one run all
+    the way: the agent's state_dict holds everything its updates depend on (actor, optimiser, random stream)."""
     data = ("--dataset", hopper_file, "--env", "Hopper-v5")
-    args = ["--seeds", "0,1", "--eval-every", "20", "--checkpoint-every", "20"]
-    assert run(tmp_path / "whole", *args, "--offline-steps", "80", dataset=data) == 0
-    assert run(tmp_path / "part", *args, "--offline-steps", "40", dataset=data) == 0
-    assert run(tmp_path / "part", *args, "--offline-steps", "80", "--resume", "true", dataset=data) == 0
+    args = ["--seeds", "0,1", "--offline-steps", "80", "--eval-every", "20", "--checkpoint-every", "20"]
+    assert run(tmp_path / "whole", *args, dataset=data) == 0
+
+    class Crashing(template.BC):
+        updates = 0
+
+        def update(self, batch: loop.Batch, online: bool) -> dict[str, torch.Tensor]:
+            self.updates += 1
+            if self.updates > 50:
+                raise RuntimeError("stopped")
+            return super().update(batch, online)
+
+    cfg = parse_config(template.BCConfig, template.presets, [*data, "--out", str(tmp_path / "part"), *TINY, *args])
+    with pytest.raises(RuntimeError, match="stopped"):
+        loop.train(cfg, loop.Algorithm(template.ALGORITHM, Crashing, template.transforms))
+    assert json.loads(read(tmp_path / "part" / "seed0" / "summary.json"))["status"] == "failed"
+    assert run(tmp_path / "part", *args, "--resume", "true", dataset=data) == 0
     for s in (0, 1):
         for name in ("evals.csv", "metrics.csv", "episodes.csv"):
             assert read(tmp_path / "part" / f"seed{s}" / name) == read(tmp_path / "whole" / f"seed{s}" / name)
