@@ -275,7 +275,7 @@ def compare(table: str | Path, file: str | Path, budget: str | None = None, data
     claim_runs_dir(runs, name, file)
     lacking = missing_baselines(both, name, runs, budget)
     for algo, (n, total) in lacking.items():
-        what = "run now" if baselines else "left out of the report (--baselines runs them)"
+        what = "run now" if baselines else "--baselines runs them"
         print(f"  {algo}: {n} of {total} runs not finished at budget {budget} in {_display_path(runs)}: {what}",
               file=stream)
     result = run_suite(both, budget=budget, workers=workers, out=runs, only=None if baselines else name,
@@ -287,7 +287,8 @@ def compare(table: str | Path, file: str | Path, budget: str | None = None, data
     if datasets:
         options += ["--datasets", ",".join(chosen)]
     rc = report(both, runs, out, stream, options)
-    print(f"report of {name} against {suite.name}: {_display_path(out / 'README.md')}", file=stream, flush=True)
+    if rc == 0 and (out / "README.md").is_file():
+        print(f"report of {name} against {suite.name}: {_display_path(out / 'README.md')}", file=stream, flush=True)
     if not result.ok:
         print(f"warning: {len(result.failed)} run(s) failed; see {_display_path(runs / 'failures.csv')}",
               file=sys.stderr)

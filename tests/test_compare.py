@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis import figures
-from analysis.published import load_published
+from analysis.published import canonical_algorithm, load_published
 from analysis.report import build_report, select_runs, versus_pairs
 from o2o import compare as C
 from o2o import suite as S
@@ -220,6 +220,7 @@ def test_report_selects_runs_and_compares_one_algorithm_with_each_other():
     assert list(kept["run_id"]) == ["iql/a/seed0", "mine/a/seed0"] and list(kept_evals["run_id"]) == ["iql/a/seed0"]
     assert len(select_runs(runs, evals)[0]) == 4
     assert versus_pairs("bc", ["BC", "IQL", "CQL"]) == [("BC", "IQL"), ("BC", "CQL")]
+    assert canonical_algorithm("bc") == "BC"  # the template's records read as BC, like the other baselines
 
 
 def test_published_patterns_may_be_a_list(tmp_path):
