@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from analysis import figures
-from analysis.published import canonical_algorithm, load_published
+from analysis.names import canonical_algorithm
+from analysis.published import load_published
 from analysis.report import build_report, select_runs, versus_pairs
 from o2o import compare as C
 from o2o import suite as S
