@@ -10,13 +10,18 @@ BUDGET  ?=
 WORKERS ?= 2
 BACKEND ?= local
 PACK    ?= 0
+ALGO    ?=
+DATASETS ?=
+BASELINES ?=
 
-.PHONY: setup test reproduce evidence datasets bench bench-gpu gpu-wheels lint clean help
+.PHONY: setup test reproduce evidence compare datasets bench bench-gpu gpu-wheels lint clean help
 
 help:
 	@echo "make reproduce [TABLE=quickstart|offline|o2o|famo2o|local] [BUDGET=smoke|short|full] [WORKERS=N]"
 	@echo "    runs into results/TABLE/runs/, report into reports/TABLE/ (both ignored by git)"
 	@echo "make evidence [TABLE=...]: make reproduce, then rewrite the committed report in results/TABLE/"
+	@echo "make compare ALGO=path/to/mine.py TABLE=offline [BUDGET=...] [DATASETS=pattern] [BASELINES=1]"
+	@echo "    your algorithm file beside TABLE's baselines; report into reports/TABLE/compare-<name>/"
 	@echo "make test | make datasets | make bench | make bench-gpu | make lint | make setup"
 	@echo "make setup [EXTRAS=dev|all|dev,ray|dev,tensorboard|dev,wandb] [TORCH_INDEX=URL]: .venv with the core and EXTRAS"
 
@@ -46,6 +51,13 @@ evidence: reproduce
 		$(EVIDENCE)/evals.csv $(EVIDENCE)/evals.parquet
 	$(BIN)/python -m o2o.suite report $(TABLE) --out $(EVIDENCE)
 	-git status --short -- $(EVIDENCE)
+
+# A new algorithm file beside a table's baselines (README, "Add your algorithm"); BASELINES=1 also runs their
+# unfinished runs.
+compare: setup
+	@test -n "$(ALGO)" || { echo "make compare: ALGO=path/to/your_algorithm.py is missing"; exit 2; }
+	$(BIN)/python -m o2o.suite compare $(TABLE) $(ALGO) $(if $(BUDGET),--budget $(BUDGET)) \
+		$(if $(DATASETS),--datasets '$(DATASETS)') $(if $(BASELINES),--baselines) --workers $(WORKERS) --pack $(PACK)
 
 datasets: setup
 	$(BIN)/python -m o2o.generate all

@@ -13,6 +13,7 @@ _ALIASES = {
     "iql": "IQL",
     "cql": "CQL",
     "awac": "AWAC",
+    "bc": "BC",
     "td3bc": "TD3+BC",
     "bppo": "BPPO",
     "unio4": "Uni-O4",

@@ -17,9 +17,11 @@ TOTALS_FILE = "totals.csv"
 
 
 def _files(pattern: str, root: Path) -> list[Path]:
-    """Score CSVs under `root` matching the glob `pattern` (totals.csv left out)."""
-    pat = pattern if pattern.endswith(".csv") else f"{pattern}.csv"
-    return sorted(p for p in root.glob(pat) if p.name != TOTALS_FILE)
+    """Score CSVs under `root` matching the glob `pattern`, or one of its comma-separated globs (not totals.csv)."""
+    found: set[Path] = set()
+    for pat in filter(None, (p.strip() for p in pattern.split(","))):
+        found.update(root.glob(pat if pat.endswith(".csv") else f"{pat}.csv"))
+    return sorted(p for p in found if p.name != TOTALS_FILE)
 
 
 def validate_published(df: pd.DataFrame, name: str = "published") -> pd.DataFrame:

@@ -1,11 +1,13 @@
 """Command line: collect run records, write tables and figures and an index README.
 
     python -m analysis.report RUNS_DIR --out OUT_DIR [--published PATTERN] [--suite NAME] [--min-seeds N]
+        [--algorithms DIRS] [--datasets PATTERNS] [--versus NAME]
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import sys
 import warnings
@@ -18,6 +20,7 @@ import pandas as pd
 from analysis import aggregate, figures, tables
 from analysis.collect import RunRecordWarning, collect, write_frames
 from analysis.header import ReportHeader, behaviour_scores, display_names, report_header
+from analysis.names import canonical_algorithm
 from analysis.published import load_published
 
 CURVE_STATUSES = ("finished", "diverged", "running")
@@ -44,6 +47,31 @@ def _pairs(spec: str | None) -> list[tuple[str, str]] | None:
 def _rel(path: Path, base: Path) -> str:
     """Path relative to `base` (links in the README, never a machine's absolute path)."""
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+def _names(spec: str | Sequence[str] | None) -> list[str]:
+    """A comma-separated list (or a sequence) as a list of stripped, non-empty names."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec or [])
+    return [s.strip() for s in items if s.strip()]
+
+
+def select_runs(runs_df: pd.DataFrame, evals_df: pd.DataFrame, algorithms: Sequence[str] = (),
+                datasets: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs under RUNS_DIR/<a>/ for a in `algorithms` (the suite runner's layout) whose dataset matches one of
+    the fnmatch `datasets` patterns (an empty selection keeps everything), and their evaluations."""
+    keep = pd.Series(True, index=runs_df.index)
+    if algorithms and not runs_df.empty:
+        keep &= runs_df["run_id"].str.split("/").str[0].isin(list(algorithms))
+    if datasets and not runs_df.empty:
+        keep &= runs_df["dataset"].map(lambda d: any(fnmatch.fnmatchcase(str(d), p) for p in datasets))
+    runs_df = runs_df[keep].reset_index(drop=True)
+    return runs_df, evals_df[evals_df["run_id"].isin(runs_df["run_id"])].reset_index(drop=True)
+
+
+def versus_pairs(name: str, algorithms: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, other) for every other algorithm: the probability of improvement of `name` over each of them."""
+    x = canonical_algorithm(name)
+    return [(x, a) for a in algorithms if a != x]
 
 
 def suite_facts(suite: str | None) -> tuple[str, int | None]:
@@ -75,11 +103,14 @@ def behaviour_reference(mats: aggregate.ScoreMatrices, behaviour: dict[str, floa
 
 def build_report(runs_dir: str | Path, out: str | Path, published: str | None = "*", suite: str | None = None,
                  columns: Sequence[str] | None = None, reps: int = 2000, pairs: str | None = None,
-                 curve_reps: int = 500, min_seeds: int | None = None) -> dict[str, list[Path]]:
+                 curve_reps: int = 500, min_seeds: int | None = None, algorithms: str | Sequence[str] = (),
+                 datasets: str | Sequence[str] = (), versus: str | None = None) -> dict[str, list[Path]]:
     """Run the whole pipeline; return the written files grouped by kind.
 
     `suite` names the report and, when it is a suite file, gives its description and `min_seeds` (which
-    `min_seeds` overrides). `columns` defaults to default_columns.
+    `min_seeds` overrides). `columns` defaults to default_columns. `algorithms` and `datasets` select runs
+    (select_runs); `versus` names the algorithm whose probability of improvement over each other one is reported
+    (default: every pair, or `pairs`).
     """
     runs_dir = Path(runs_dir)
     out = Path(out)
@@ -97,6 +128,7 @@ def build_report(runs_dir: str | Path, out: str | Path, published: str | None = 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RunRecordWarning)
         runs_df, evals_df = collect(runs_dir)
+    runs_df, evals_df = select_runs(runs_df, evals_df, _names(algorithms), _names(datasets))
     for w in caught:
         if issubclass(w.category, RunRecordWarning):
             _say(f"warning: {w.message}")
@@ -149,7 +181,8 @@ def build_report(runs_dir: str | Path, out: str | Path, published: str | None = 
                                                  labels=labels)
         captions.update({p: f"Performance profile of the {what} score: fraction of runs above τ."
                          for p in made if p not in captions})
-        poi = aggregate.probability_of_improvement(mats, _pairs(pairs), reps=reps)
+        chosen = versus_pairs(versus, mats.algorithms) if versus else _pairs(pairs)
+        poi = aggregate.probability_of_improvement(mats, chosen, reps=reps)
         if not poi.empty:
             poi.to_csv(tdir / f"poi_{col}.csv", index=False)
             written["tables"].append(tdir / f"poi_{col}.csv")
@@ -276,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=2000, help="bootstrap replications for rliable (default 2000)")
     ap.add_argument("--curve-reps", type=int, default=500, help="bootstrap replications per learning-curve point")
     ap.add_argument("--pairs", default=None, help="probability-of-improvement pairs 'X:Y,X:Z' (default all pairs)")
+    ap.add_argument("--versus", default=None, help="probability of improvement of this algorithm over each other one")
+    ap.add_argument("--algorithms", default="", help="only runs under RUNS_DIR/<name>/ for these comma-separated "
+                                                     "names (a suite's algorithm directories)")
+    ap.add_argument("--datasets", default="", help="only runs whose dataset matches a comma-separated fnmatch pattern")
     args = ap.parse_args(argv)
     cols = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     bad = [c for c in cols or [] if c not in aggregate.SCORE_COLUMNS]
@@ -283,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"unknown column(s) {bad}")
     try:
         build_report(args.runs_dir, args.out, args.published, args.suite, cols, args.reps, args.pairs,
-                     args.curve_reps, args.min_seeds)
+                     args.curve_reps, args.min_seeds, args.algorithms, args.datasets, args.versus)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

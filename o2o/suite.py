@@ -6,6 +6,7 @@ Command line (`python -m o2o.suite ...`):
   report SUITE [--runs DIR] [--out DIR]
   reproduce SUITE [--budget B] [--workers N] [--backend local|ray]   (run, collect, report)
   list | validate [SUITE ...]
+  compare SUITE FILE [--budget B] [--datasets PATTERN] [--baselines] [--workers N] [--pack N]   (o2o.compare)
 
 SUITE is a name in suites/ (`offline`, `o2o`, `famo2o`, `local`, `quickstart`) or a path to a YAML file. Runs go to
 `results/<suite>/runs/<algorithm>/<dataset>/seed<N>/`; tables and figures to `reports/<suite>/` (both ignored by git;
@@ -14,9 +15,10 @@ with `--out`/`--runs` the report goes beside the runs directory instead). The co
 
 Suite file keys: `description`, `budget` (smoke|short|full, the default of --budget), `seeds` (a list of ints or a
 count), `min_seeds`, `datasets` (names; `{a,b}` expands, e.g. `{hopper,walker2d}-medium-v2`), `args` (fields for every
-algorithm), `published` (pattern of results/published/*.csv for the report) and `algorithms`: a mapping of a name to
-`{file: PATH, args: {...}, datasets: [...], seeds: [...]}` or just to its file. An `args` value is a scalar, a list,
-or a mapping by budget (`{smoke: 1000, short: 100000, full: 1000000}`; a budget it lacks leaves the field unset).
+algorithm), `published` (pattern of results/published/*.csv for the report), `compare_args` (fields for an algorithm
+that `compare` adds, on top of `args`: the table's protocol, e.g. its online steps) and `algorithms`: a mapping of a
+name to `{file: PATH, args: {...}, datasets: [...], seeds: [...]}` or just to its file. An `args` value is a scalar, a
+list, or a mapping by budget (`{smoke: 1000, short: 100000, full: 1000000}`; a budget it lacks leaves the field unset).
 
 The sweep is resumable and idempotent: a run whose directory holds a finished (or diverged) summary is skipped; one
 with a checkpoint is restarted with `--resume true`; a failed run is recorded (its summary.json gets status 'failed'
@@ -59,7 +61,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites"
 RESULTS_DIR = Path("results")
 REPORTS_DIR = Path("reports")
-TOP_KEYS = ("name", "description", "budget", "seeds", "min_seeds", "datasets", "args", "published", "algorithms")
+TOP_KEYS = ("name", "description", "budget", "seeds", "min_seeds", "datasets", "args", "published", "compare_args",
+            "algorithms")
 ALGORITHM_KEYS = ("file", "args", "datasets", "seeds")
 RESERVED_ARGS = ("dataset", "env", "seed", "out", "budget", "resume", "device")
 RUN_FILE = "run.json"
@@ -177,6 +180,7 @@ class Suite:
     algorithms: dict[str, AlgorithmEntry]
     published: str | None = None
     min_seeds: int = 1
+    compare_args: dict[str, Any] = field(default_factory=dict)  # `args` + `compare_args`: a compared file's fields
 
     def runs(self, out: str | Path, budget: str | None = None, device: str | None = None) -> list[Run]:
         """Every run of the suite, seed-major (all tasks of seed 0 first, so a partial sweep is balanced)."""
@@ -437,6 +441,7 @@ def load_suite(suite: str | Path, check_files: bool = True) -> Suite:
         raise ck.fail("datasets", "missing (a list of dataset names)")
     datasets = ck.datasets(data["datasets"], "datasets")
     common = ck.args(data.get("args"), "args")
+    compare_args = {**common, **ck.args(data.get("compare_args"), "compare_args")}
     published = data.get("published")
     if published is not None and not isinstance(published, str):
         raise ck.fail("published", f"must be a file pattern string, not {published!r}")
@@ -468,7 +473,7 @@ def load_suite(suite: str | Path, check_files: bool = True) -> Suite:
         a_data = ck.datasets(entry["datasets"], f"{key}.datasets") if "datasets" in entry else datasets
         args = {**common, **ck.args(entry.get("args"), f"{key}.args")}
         algorithms[aname] = AlgorithmEntry(aname, file, args, a_data, a_seeds)
-    return Suite(name, path, description, budget, seeds, datasets, algorithms, published, min_seeds)
+    return Suite(name, path, description, budget, seeds, datasets, algorithms, published, min_seeds, compare_args)
 
 
 # -------------------------------------------------------------------------------------------------------- planning
@@ -1147,8 +1152,9 @@ def report_command() -> list[str] | None:
 
 
 def report(suite: Suite, runs: str | Path | None = None, out: str | Path | None = None,
-           stream: TextIO | None = None) -> int:
-    """Tables and figures of a suite (`python -m analysis.report`); skipped with a note when it is not there yet."""
+           stream: TextIO | None = None, options: Sequence[str] = ()) -> int:
+    """Tables and figures of a suite (`python -m analysis.report` with `options` added); skipped with a note when it
+    is not there yet."""
     stream = stream or sys.stdout
     out = Path(out or report_dir(suite, runs))
     runs = Path(runs or default_out(suite))
@@ -1160,6 +1166,7 @@ def report(suite: Suite, runs: str | Path | None = None, out: str | Path | None 
     cmd = [*base, _display_path(runs), "--out", _display_path(out), "--suite", suite.name]
     if suite.published:
         cmd += ["--published", suite.published]
+    cmd += list(options)
     t0 = time.time()
     print(f"report: {shlex.join(cmd)}", file=stream, flush=True)
     rc = subprocess.run(cmd, cwd=Path.cwd(), env=analysis_env()).returncode
@@ -1235,6 +1242,18 @@ def _parser() -> argparse.ArgumentParser:
         sc.add_argument("--runs", default=None, help="runs directory (default results/<suite>/runs)")
         sc.add_argument("--out", default=None,
                         help="output directory (default reports/<suite>, or beside --runs when given)")
+    sm = sub.add_parser("compare", help="a new algorithm file beside a suite's baselines: check, run, report")
+    sm.add_argument("suite", help="suite name in suites/ (the table) or path to a suite YAML file")
+    sm.add_argument("file", help="the algorithm file (README, 'Add your algorithm')")
+    sm.add_argument("--budget", choices=BUDGETS, default=None, help="default: the suite file's budget")
+    sm.add_argument("--datasets", default=None, help="comma-separated fnmatch patterns on the suite's datasets")
+    sm.add_argument("--baselines", action="store_true", help="also run the baselines' unfinished runs")
+    sm.add_argument("--workers", type=int, default=1, help="processes at the same time (default 1)")
+    sm.add_argument("--pack", type=int, default=0, help="at most N seeds per process (default 0: all; 1: one each)")
+    sm.add_argument("--runs", default=None, help="runs directory (default results/<suite>/runs)")
+    sm.add_argument("--out", default=None, help="report directory (default reports/<suite>/compare-<algorithm>)")
+    sm.add_argument("--device", default=None, help="--device for every run (default: each file's own)")
+    sm.add_argument("--threads", type=int, default=None, help="threads per run (default cores // workers)")
     sub.add_parser("list", help="the suites in suites/")
     sv = sub.add_parser("validate", help="check suite files (default: all in suites/)")
     sv.add_argument("suites", nargs="*")
@@ -1264,6 +1283,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "validate":
             return validate_suites(args.suites or suite_names())
+        if args.cmd == "compare":
+            from o2o.compare import compare
+
+            return compare(args.suite, args.file, args.budget, args.datasets, args.baselines, args.workers,
+                           args.runs, args.out, args.device, args.threads, args.pack)
         suite = load_suite(args.suite, check_files=False)
         if args.cmd == "collect":
             collect(suite, args.runs, args.out)
@@ -1294,5 +1318,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # main of the imported module: o2o.compare raises o2o.suite's SuiteError, not __main__'s
+    from o2o.suite import main as suite_main
+
+    sys.exit(suite_main())
