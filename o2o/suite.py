@@ -21,7 +21,8 @@ name to `{file: PATH, args: {...}, datasets: [...], seeds: [...]}` or just to it
 list, or a mapping by budget (`{smoke: 1000, short: 100000, full: 1000000}`; a budget it lacks leaves the field unset).
 
 The sweep is resumable and idempotent: a run whose directory holds a finished (or diverged) summary is skipped; one
-with a checkpoint is restarted with `--resume true`; a failed run is recorded (its summary.json gets status 'failed'
+with a checkpoint is restarted with `--resume true` (one whose checkpoint proved corrupt starts from scratch instead,
+since it can never be resumed); a failed run is recorded (its summary.json gets status 'failed'
 and the tail of its log.txt, `<out>/failures.csv` a line) and the sweep goes on. The runner keeps nothing that
 matters in memory: a killed runner loses no finished run, and run directories are locked while a run is alive.
 
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from o2o.cli import BUDGETS, path_part
-from o2o.records import LOCK_FILE, atomic_write, is_finished, lock_run_dir, read_summary
+from o2o.records import CORRUPT, LOCK_FILE, atomic_write, is_finished, lock_run_dir, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites"
@@ -552,6 +553,8 @@ def _plan_from_records(run: Run, retry_failed: bool = True) -> Plan:
     if failed and not retry_failed:
         return Plan(run, "skip-failed", "failed before")
     if (out / "checkpoint.pt").exists():
+        if failed and CORRUPT in str(summary.get("error") or ""):  # never resumable: start afresh, once
+            return Plan(run, "rerun", "its checkpoint is corrupt; from scratch")
         return Plan(run, "resume", "failed before; from checkpoint" if failed else "checkpoint")
     if failed:
         return Plan(run, "retry", "failed before")
