@@ -114,7 +114,7 @@ def test_packing_gain(benchmark, algo: str) -> None:
     for fn in steps.values():
         rate(fn, 2)
     rates: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range({"cql": 3}.get(algo, 5)):
+    for _ in range({"cql": 3}.get(algo, 7)):
         for k, fn in steps.items():
             rates[k].append(rate(fn, per_block) * (5 if k == "S=5" else 1))  # seed-updates/s
     med = {k: statistics.median(v) for k, v in rates.items()}

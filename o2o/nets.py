@@ -89,8 +89,9 @@ class EnsembleLinear(nn.Module):
     def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
         """x (M, B, in) -> (M, B, out); `detach` uses detached weights (gradients reach x only)."""
         w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
-        if self.out_dim == 1:  # a scalar head as a dot product: batched GEMV kernels round differently for 1 and S
-            return (x * w.transpose(1, 2)).sum(-1, keepdim=True) + b  # members; this is exact at any S
+        if self.out_dim == 1:  # a scalar head: batched GEMV kernels round differently for 1 and S members, so it
+            w2 = torch.cat([w, torch.zeros_like(w)], 2)  # runs as a 2-column GEMM (exact at any S), first column kept
+            return torch.baddbmm(torch.cat([b, torch.zeros_like(b)], 2), x, w2)[..., :1]
         return torch.baddbmm(b, x, w)
 
 
@@ -124,7 +125,7 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, detach)
             if i < last:
-                x = F.relu(x)
+                x = torch.relu_(x)  # in place: the matmul's backward needs its inputs, not its output
                 if self.dropout > 0 and self.training:
                     keep = self.rng.rand(*x.shape[1:]) >= self.dropout
                     x = x * keep / (1.0 - self.dropout)

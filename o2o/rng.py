@@ -8,7 +8,8 @@ graphs capture (no torch.Generator objects, no host sync).
 
 The hash is the PCG-RXS-M-XS 32-bit output permutation (Jarzynski & Olano, "Hash Functions for GPU Rendering",
 JCGT 2020), computed in int64 with every product below 2⁶³. Element i of draw c of member s is
-h(h(i) + h(h(c) ⊕ key_s)) with key_s = hash(seed_s, stream). Resolution: uniforms have 24 bits, normals come from two
+h(h(i) ⊕ h(key_s ⊕ (c·φ mod 2³²))) with key_s = hash(seed_s, stream) and φ = 2654435761 (h(i) cached per size).
+Resolution: uniforms have 24 bits, normals come from two
 uniforms by Box-Muller, `randint(n)` is `bits mod n` (bias below n / 2³², i.e. < 0.05 % for n ≤ 2M).
 Initialisation uses per-member `torch.Generator`s instead (`member_generators`): it runs once, on the CPU.
 """
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 M32 = 0xFFFFFFFF
+GOLDEN = 2654435761  # ⌊2³² / φ⌋, odd: c ↦ c·GOLDEN mod 2³² spreads consecutive draw counters over 32 bits
 
 
 def stream_key(seed: int, stream: str) -> int:
@@ -50,6 +52,7 @@ class MemberRNG:
         self.stream = stream
         self.key = torch.tensor([stream_key(s, stream) for s in self.seeds], dtype=torch.int64, device=device)
         self.counter = torch.zeros(len(self.seeds), dtype=torch.int64, device=device)
+        self._index_hash: dict[int, torch.Tensor] = {}  # h(i) for i < n, per draw size n
 
     @property
     def members(self) -> int:
@@ -59,11 +62,14 @@ class MemberRNG:
     def bits(self, *shape: int) -> torch.Tensor:
         """Uniform 32-bit integers (as int64), shape (S, *shape); advances the draw counter by one."""
         self.counter.add_(1)
-        base = pcg_hash(pcg_hash(self.counter & M32) ^ self.key)
+        base = pcg_hash(self.key ^ ((self.counter * GOLDEN) & M32))
         n = math.prod(shape)
-        idx = pcg_hash(torch.arange(n, dtype=torch.int64, device=self.key.device))
-        out = pcg_hash((idx.unsqueeze(0) + base.unsqueeze(1)) & M32)
-        return out.view(len(self.seeds), *shape)
+        idx = None if torch.compiler.is_compiling() else self._index_hash.get(n)  # compiled: folded into the graph
+        if idx is None:
+            idx = pcg_hash(torch.arange(n, dtype=torch.int64, device=self.key.device))
+            if not torch.compiler.is_compiling():
+                self._index_hash[n] = idx
+        return pcg_hash(idx.unsqueeze(0) ^ base.unsqueeze(1)).view(len(self.seeds), *shape)
 
     def rand(self, *shape: int) -> torch.Tensor:
         """Uniform float32 in [0, 1), shape (S, *shape)."""
