@@ -72,7 +72,7 @@ class LoopConfig(RunConfig):
     seeds: tuple[int, ...] = ()  # train these seeds in one process, each in <out>/seed<N>/ (empty: --seed alone)
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps on the dataset
     online_steps: int = steps(0, 1000)  # env steps online, one gradient step each (0 = offline only)
-    batch_size: int = 256
+    batch_size: int = 256  # transitions per gradient step, per seed
     eval_every: int = steps(5000, 500)  # offline: gradient steps between evaluations; online: env steps
     buffer_size: int = 0  # keep only the newest N transitions of dataset + online data (FIFO); 0 = keep all
     compile: bool = False  # torch.compile the whole update (CUDA graphs on a GPU); same numbers within float error
