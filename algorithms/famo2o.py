@@ -52,20 +52,24 @@ Base algorithms (`--base`):
   width, depth (3×256), state normalisation and reward handling follow the project's AWAC (CORL).
 - `cql`: the official jax_cql/ variant is not implemented here.
 
-Presets (per domain; flags override):
+Presets (configs/famo2o_<base>/official/<domain>.yaml, `--preset official` by default; flags override):
 - AntMaze: β ∈ [8, 14], expectile 0.9, 100 evaluation episodes (official config; plain IQL uses β = 10).
 - Locomotion: FamO2O's locomotion hyperparameters were not released (an open issue on the official repository
   asks for them). Our choice: β ∈ [1, 5] and expectile 0.7, a range around IQL's usual β = 3 (for AWAC: λ = 1/3,
   λ⁻¹ = 3), as the official [8, 14] surrounds IQL's AntMaze β = 10.
 - Adroit and Kitchen (not in the official code either): the same kind of range around the base's β (IQL Adroit:
   β 3 → [1, 5], expectile 0.8; IQL Kitchen: β 0.5 → [1/6, 5/6]; AWAC Adroit: λ 0.1 → [8, 14]).
+- Advantage weights (`--awr-weight`): `paper`, each sample's min(exp(β_i·A_i), 100); `official`, the JAX code's
+  broadcast (official_awr_weights), which the IQL base's official presets select: the published numbers come
+  from it.
 
 Run records: summary.json and evals.csv (o2o.records) with extra columns beta_mean, beta_std, beta_q10, beta_q50,
 beta_q90: the balance model's deterministic β over a fixed sample of dataset states at every evaluation; betas.npy
 holds the final β of those states (for the histogram figure).
 
 Command line: `python algorithms/famo2o.py --dataset local:hopper-medium --seed 0 --out DIR --budget smoke
-[--base iql|awac] [--online-steps N] [--seeds 0,1,2] [--resume]` (every config field is a flag; `--help` lists them).
+[--base iql|awac] [--awr-weight paper|official] [--online-steps N] [--seeds 0,1,2] [--resume]` (every config
+field is a flag; `--help` lists them).
 """
 
 from __future__ import annotations

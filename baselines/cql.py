@@ -13,12 +13,14 @@ differences from CORL (all value-neutral except where noted):
 - All losses are built from the same pre-update parameters and applied with one backward pass; gradients are
   routed with detach (the policy's Q uses detached critic weights, the α and α' losses detach their inputs). The
   gradients equal CORL's sequence of separate backward passes.
-- Orthogonal init (hidden layers gain √2, output layer gain 1e-2) for actor and critics, as JaxCQL. CORL's offline
-  file ignores `orthogonal_init` for the actor and its finetune file uses gain √2 on the output layer too.
+- Orthogonal init (hidden layers gain √2, output layer gain 1e-2) for the critics, and for the actor unless
+  `--actor-orthogonal-init false` (PyTorch default, xavier-uniform output of gain 1e-2: CORL's offline file, whose
+  actor ignores `orthogonal_init`; the CORL presets set it). CORL's finetune file uses gain √2 on the output layer
+  too (not reproduced).
 - CORL's offline file builds critic 2 with 3 hidden layers even when `q_n_hidden_layers` is 5 (AntMaze); both
   critics get `q_hidden_layers` here (as CORL's finetune file).
-- Locomotion rewards are not rescaled (29 of CORL's 30 locomotion configs and the CQL paper; the odd one out,
-  hopper-medium-v2, sets normalize_reward: true). AntMaze uses 10 r − 5 (CORL's cql configs).
+- Rewards and every other hyperparameter come from the dataset's preset (configs/cql/<source>/, CORL's per-dataset
+  configs by default: hopper-medium-v2 normalises locomotion rewards, AntMaze uses 10 r − 5).
 - Online done mask = gymnasium's `terminated` (true terminals only). CORL infers it from the step count.
 - The online `regret` is CORL's: mean of 1 − success over finished training episodes, an episode succeeding when
   `info["success"]` held on any of its steps.
