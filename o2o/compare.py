@@ -15,6 +15,7 @@ with the probability of improvement of the new algorithm over each baseline.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import fnmatch
@@ -295,3 +296,37 @@ def compare(table: str | Path, file: str | Path, budget: str | None = None, data
               file=sys.stderr)
         return 1
     return rc
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m o2o.compare (or python -m o2o.suite compare)",
+                                description="A new algorithm file beside a suite's baselines: check, run, report.")
+    p.add_argument("suite", help="suite name in suites/ (the table) or path to a suite YAML file")
+    p.add_argument("file", help="the algorithm file (README, 'Add your algorithm')")
+    p.add_argument("--budget", choices=BUDGETS, default=None, help="default: the suite file's budget")
+    p.add_argument("--datasets", default=None, help="comma-separated fnmatch patterns on the suite's datasets")
+    p.add_argument("--baselines", action="store_true", help="also run the baselines' unfinished runs")
+    p.add_argument("--workers", type=int, default=1, help="processes at the same time (default 1)")
+    p.add_argument("--pack", type=int, default=0, help="at most N seeds per process (default 0: all; 1: one each)")
+    p.add_argument("--runs", default=None, help="runs directory (default results/<suite>/runs)")
+    p.add_argument("--out", default=None, help="report directory (default reports/<suite>/compare-<algorithm>)")
+    p.add_argument("--device", default=None, help="--device for every run (default: each file's own)")
+    p.add_argument("--threads", type=int, default=None, help="threads per run (default cores // workers)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m o2o.compare` (and of `python -m o2o.suite compare`)."""
+    args = _parser().parse_args(argv)
+    try:
+        return compare(args.suite, args.file, args.budget, args.datasets, args.baselines, args.workers, args.runs,
+                       args.out, args.device, args.threads, args.pack)
+    except SuiteError as e:  # a contract, suite or dataset problem: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

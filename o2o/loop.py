@@ -42,6 +42,7 @@ from o2o.buffer import ReplayBuffer
 from o2o.cli import Presets, RunConfig, config_yaml, configure, default_out, steps
 from o2o.data import load_dataset
 from o2o.envs import make_env
+from o2o.evaluation import evaluate_members
 from o2o.nets import join_members, split_members
 from o2o.presets import Source
 from o2o.records import LOCK_FILE, RunRecorder, atomic_write, is_finished, lock_run_dir, read_summary, truncate_csv
@@ -78,6 +79,7 @@ class LoopConfig(RunConfig):
     compile: bool = False  # torch.compile the whole update (CUDA graphs on a GPU); same numbers within float error
     threads: int = 1  # torch.set_num_threads (0 = torch's default); 1 suits parallel sweeps on small machines
     force: bool = False  # train again a run directory that holds a finished run (its old records are cleared)
+    final_eval_episodes: int = 0  # after training, one evaluation of this many episodes: summary.json final_score
     # where the dataset's preset comes from: configs/<algorithm>/<preset>/<dataset or domain>.yaml (README, "Presets")
     preset: Source = "corl"
 
@@ -88,7 +90,9 @@ class LoopConfig(RunConfig):
 # algorithm, the dataset (name and content) and the seed must equal the checkpoint's.
 SAFE_TO_CHANGE = ("eval_episodes", "eval_every", "log_every", "checkpoint_every", "device", "threads", "out",
                   "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps", "logger",
-                  "config", "preset")  # config, preset: where values came from (the values themselves are checked)
+                  "final_eval_episodes", "config", "preset")  # config, preset: where values came from (the values
+# themselves are checked)
+FINAL_EVAL_INDEX = 1_000_000  # evaluation index of the final evaluation: start states unlike the periodic ones
 RECORD_FILES = ("summary.json", "config.yaml", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt",
                 "checkpoint.json", "betas.npy", "policy.pt", "run.json", "log.txt")
 
@@ -501,6 +505,14 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
         for r in recorders:
             r.progress(step, env_steps)
 
+    if cfg.final_eval_episodes > 0 and any(active):
+        final = evaluate_members(policy, spec, cfg.final_eval_episodes, seeds, FINAL_EVAL_INDEX, obs_transform=norm)
+        for s, (r, res) in enumerate(zip(recorders, final)):
+            if active[s]:
+                r.log_final(res.normalized_score, res.success_rate, cfg.final_eval_episodes)
+                r.log_episodes(step, "final", env_steps, res.returns, res.normalized, res.lengths, res.successes)
+                print(f"[final eval seed {seeds[s]}] normalized {res.normalized_score:.1f} ± "
+                      f"{res.normalized_std:.1f} over {cfg.final_eval_episodes} episodes", flush=True)
     for s, r in enumerate(recorders):
         if active[s] and cfg.online_steps > 0:
             st = online[s]

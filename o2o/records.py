@@ -51,6 +51,7 @@ def atomic_save(path: str | Path, write: Any) -> None:
         raise
 
 
+CORRUPT = "is corrupt or truncated"  # in the message of every checkpoint that cannot be read (the suite looks for it)
 LOCK_FILE = ".lock"  # a run directory's lock: held by whoever trains the run (the suite runner or the run itself)
 
 
@@ -157,6 +158,7 @@ class RunRecorder:
         self.status = "running"
         self.error: str | None = None
         self.extra: dict[str, Any] = {}
+        self.final: dict[str, Any] = {}  # the final evaluation (--final-eval-episodes), when there is one
         if resume:
             self._load()
         else:
@@ -235,6 +237,12 @@ class RunRecorder:
             self.write()  # the summary keeps what a resumed run needs to continue this log (extra.wandb_run_id)
         self.logger.log(group, step, values)
 
+    def log_final(self, normalized_score: float, success_rate: float | None, episodes: int) -> None:
+        """Record the final evaluation (many episodes after training): summary.json's final_score."""
+        self.final = {"normalized_score": float(normalized_score), "episodes": int(episodes),
+                      "success_rate": None if success_rate is None else float(success_rate)}
+        self.write()
+
     def progress(self, steps: int, env_steps: int = 0) -> None:
         """Record how far training got (written with the next summary)."""
         self.steps, self.env_steps = int(steps), int(env_steps)
@@ -269,6 +277,9 @@ class RunRecorder:
             "offline_score": last(off), "online_score": last(on),
             "offline_best": best(off), "online_best": best(on),
             "last_success_rate": last(succ),
+            "final_score": self.final.get("normalized_score"),
+            "final_success_rate": self.final.get("success_rate"),
+            "final_episodes": self.final.get("episodes"),
             "wall_time_s": round(self.elapsed_before + time.time() - self.started, 3),
             "steps": self.steps, "env_steps": self.env_steps,
             "n_evals": len(self.rows),

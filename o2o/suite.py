@@ -21,7 +21,8 @@ name to `{file: PATH, args: {...}, datasets: [...], seeds: [...]}` or just to it
 list, or a mapping by budget (`{smoke: 1000, short: 100000, full: 1000000}`; a budget it lacks leaves the field unset).
 
 The sweep is resumable and idempotent: a run whose directory holds a finished (or diverged) summary is skipped; one
-with a checkpoint is restarted with `--resume true`; a failed run is recorded (its summary.json gets status 'failed'
+with a checkpoint is restarted with `--resume true` (one whose checkpoint proved corrupt starts from scratch instead,
+since it can never be resumed); a failed run is recorded (its summary.json gets status 'failed'
 and the tail of its log.txt, `<out>/failures.csv` a line) and the sweep goes on. The runner keeps nothing that
 matters in memory: a killed runner loses no finished run, and run directories are locked while a run is alive.
 
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from o2o.cli import BUDGETS, path_part
-from o2o.records import LOCK_FILE, atomic_write, is_finished, lock_run_dir, read_summary
+from o2o.records import CORRUPT, LOCK_FILE, atomic_write, is_finished, lock_run_dir, read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites"
@@ -577,6 +578,8 @@ def _plan_from_records(run: Run, retry_failed: bool = True) -> Plan:
     if failed and not retry_failed:
         return Plan(run, "skip-failed", "failed before")
     if (out / "checkpoint.pt").exists():
+        if failed and CORRUPT in str(summary.get("error") or ""):  # never resumable: start afresh, once
+            return Plan(run, "rerun", "its checkpoint is corrupt; from scratch")
         return Plan(run, "resume", "failed before; from checkpoint" if failed else "checkpoint")
     if failed:
         return Plan(run, "retry", "failed before")
@@ -1267,18 +1270,9 @@ def _parser() -> argparse.ArgumentParser:
         sc.add_argument("--runs", default=None, help="runs directory (default results/<suite>/runs)")
         sc.add_argument("--out", default=None,
                         help="output directory (default reports/<suite>, or beside --runs when given)")
-    sm = sub.add_parser("compare", help="a new algorithm file beside a suite's baselines: check, run, report")
-    sm.add_argument("suite", help="suite name in suites/ (the table) or path to a suite YAML file")
-    sm.add_argument("file", help="the algorithm file (README, 'Add your algorithm')")
-    sm.add_argument("--budget", choices=BUDGETS, default=None, help="default: the suite file's budget")
-    sm.add_argument("--datasets", default=None, help="comma-separated fnmatch patterns on the suite's datasets")
-    sm.add_argument("--baselines", action="store_true", help="also run the baselines' unfinished runs")
-    sm.add_argument("--workers", type=int, default=1, help="processes at the same time (default 1)")
-    sm.add_argument("--pack", type=int, default=0, help="at most N seeds per process (default 0: all; 1: one each)")
-    sm.add_argument("--runs", default=None, help="runs directory (default results/<suite>/runs)")
-    sm.add_argument("--out", default=None, help="report directory (default reports/<suite>/compare-<algorithm>)")
-    sm.add_argument("--device", default=None, help="--device for every run (default: each file's own)")
-    sm.add_argument("--threads", type=int, default=None, help="threads per run (default cores // workers)")
+    sm = sub.add_parser("compare", add_help=False, help="a new algorithm file beside a suite's baselines: check, run, "
+                                                         "report (= python -m o2o.compare; its --help lists the flags)")
+    sm.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("list", help="the suites in suites/")
     sv = sub.add_parser("validate", help="check suite files (default: all in suites/)")
     sv.add_argument("suites", nargs="*")
@@ -1308,11 +1302,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "validate":
             return validate_suites(args.suites or suite_names())
-        if args.cmd == "compare":
-            from o2o.compare import compare
-
-            return compare(args.suite, args.file, args.budget, args.datasets, args.baselines, args.workers,
-                           args.runs, args.out, args.device, args.threads, args.pack)
+        if args.cmd == "compare":  # o2o.compare builds on this module: it runs as its own command, never imported here
+            return subprocess.call([sys.executable, "-m", "o2o.compare", *args.rest])
         suite = load_suite(args.suite, check_files=False)
         if args.cmd == "collect":
             collect(suite, args.runs, args.out)
@@ -1343,7 +1334,5 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-if __name__ == "__main__":  # main of the imported module: o2o.compare raises o2o.suite's SuiteError, not __main__'s
-    from o2o.suite import main as suite_main
-
-    sys.exit(suite_main())
+if __name__ == "__main__":
+    sys.exit(main())

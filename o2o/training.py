@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from o2o.evaluation import EvalResult, evaluate_members
-from o2o.records import RunRecorder
+from o2o.records import CORRUPT, RunRecorder
 from o2o.registry import DatasetSpec, score_reference
 
 
@@ -254,13 +254,13 @@ class Checkpointer:
             return None
         meta = _read_json(self.meta)
         if meta is not None and meta.get("sha256") != _sha256(self.path):
-            raise CheckpointError(f"{self.path} is corrupt or truncated (its sha256 does not match checkpoint.json); "
-                                  "delete it to start the run afresh")
+            raise CheckpointError(f"{self.path} {CORRUPT} (its sha256 does not match checkpoint.json); delete it to "
+                                  "start the run afresh")
         try:
             return torch.load(self.path, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
-            raise CheckpointError(f"{self.path} cannot be read ({type(e).__name__}); delete it to start the run "
-                                  "afresh") from None
+            raise CheckpointError(f"{self.path} {CORRUPT} (torch.load: {type(e).__name__}); delete it to start the "
+                                  "run afresh") from None
 
 
 def save_pack(checkpointers: Sequence[Checkpointer], states: Sequence[dict[str, Any]]) -> None:

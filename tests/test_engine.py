@@ -398,3 +398,20 @@ def test_bad_dataset_is_one_line_and_exit_2(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and "notes.hdf5" in err[0]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "notes.hdf5" in summary["error"]
+
+
+def test_final_evaluation_and_episode_records(hopper_file, tmp_path):
+    """--final-eval-episodes N: one evaluation of N episodes after training, summary.json final_score, and its
+    episodes in episodes.csv beside every periodic evaluation's (return, score, length, success)."""
+    out = tmp_path / "run"
+    assert run("iql", hopper_file, out, "--offline-steps", "20", "--eval-every", "10", "--final-eval-episodes",
+               "5") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    episodes = rows(out / "episodes.csv")
+    final = [e for e in episodes if e["phase"] == "final"]
+    assert summary["final_episodes"] == 5 and len(final) == 5
+    assert summary["final_score"] == pytest.approx(np.mean([float(e["normalized_score"]) for e in final]), rel=1e-5)
+    periodic = [e for e in episodes if e["phase"] == "offline"]
+    assert [int(e["step"]) for e in periodic] == [10, 10, 20, 20]  # 2 episodes per evaluation
+    evals = rows(out / "evals.csv")
+    assert float(evals[0]["length_mean"]) == pytest.approx(np.mean([int(e["length"]) for e in periodic[:2]]))

@@ -435,3 +435,28 @@ def test_packed_sweep_gives_the_records_of_unpacked_runs(tmp_path: Path, monkeyp
         assert json.loads((a / "run.json").read_text())["pack"] == [0, 1, 2]
     again = S.run_suite(s, out=tmp_path / "packed", workers=1, prepare=False)  # idempotent: all skipped
     assert again.ok and "0 to run" in capsys.readouterr().out
+
+
+def test_a_corrupt_checkpoint_fails_once_then_the_run_starts_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The failure names the corrupt checkpoint in one line; the next sweep does not retry the resume forever: it
+    starts the run from scratch (its checkpoint can never be trusted)."""
+    from o2o.generate import generate
+
+    monkeypatch.setenv("O2O_DATA_DIR", str(tmp_path / "data"))
+    generate("local:hopper-random", size=400)
+    args = {"hidden_dim": 32, "batch_size": 64, "offline_steps": 20, "eval_every": 10, "eval_episodes": 1}
+    body = with_(seeds=[0], datasets=["local:hopper-random"],
+                 algorithms={"iql": {"file": str(ROOT / "baselines" / "iql.py"), "args": args}})
+    s = S.load_suite(write_suite(tmp_path, body))
+    assert S.run_suite(s, out=tmp_path / "runs", prepare=False).ok
+    run = Path(s.runs(tmp_path / "runs")[0].out)
+    (run / "summary.json").unlink()  # as if killed after its last checkpoint
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 3])
+    first = S.run_suite(s, out=tmp_path / "runs", prepare=False)
+    assert not first.ok and "is corrupt or truncated" in (read_summary(run) or {})["error"]
+    assert S.plan_run(s.runs(tmp_path / "runs")[0]).action == "rerun"
+    second = S.run_suite(s, out=tmp_path / "runs", prepare=False)
+    assert second.ok and read_summary(run)["status"] == "finished"
+    assert "corrupt" in (tmp_path / "runs" / "failures.csv").read_text()
