@@ -90,8 +90,7 @@ class LoopConfig(RunConfig):
 # algorithm, the dataset (name and content) and the seed must equal the checkpoint's.
 SAFE_TO_CHANGE = ("eval_episodes", "eval_every", "log_every", "checkpoint_every", "device", "threads", "out",
                   "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps", "logger",
-                  "final_eval_episodes", "config", "preset")  # config, preset: where values came from (the values
-# themselves are checked)
+                  "final_eval_episodes", "config", "preset")  # config, preset: where the (checked) values came from
 FINAL_EVAL_INDEX = 1_000_000  # evaluation index of the final evaluation: start states unlike the periodic ones
 RECORD_FILES = ("summary.json", "config.yaml", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt",
                 "checkpoint.json", "betas.npy", "policy.pt", "run.json", "log.txt")
