@@ -104,7 +104,7 @@ from o2o.nets import (  # noqa: E402
     soft_update,
     split_members,
 )
-from o2o.presets import Source, load_preset  # noqa: E402
+from o2o.presets import Source, run_preset  # noqa: E402
 from o2o.records import atomic_save  # noqa: E402
 from o2o.registry import DatasetSpec  # noqa: E402
 from o2o.rng import MemberRNG, member_generators  # noqa: E402
@@ -164,7 +164,7 @@ class FamO2OConfig(LoopConfig):
 
 def presets(cfg: FamO2OConfig, spec: DatasetSpec) -> dict[str, Any]:
     """The preset of FamO2O on --base for the dataset: configs/famo2o_<base>/<--preset>/ (see each file's source)."""
-    return load_preset(algorithm_name(cfg.base), spec, cfg.preset, FALLBACK, online=cfg.online_steps > 0)
+    return run_preset(algorithm_name(cfg.base), cfg, spec, FALLBACK)
 
 
 def transforms(cfg: FamO2OConfig, spec: DatasetSpec) -> Transforms:

@@ -40,7 +40,7 @@ from o2o import loop
 from o2o.cli import steps
 from o2o.loop import Algorithm, LoopConfig, Setup, Transforms
 from o2o.nets import DeterministicActor, adam, mean_per_member
-from o2o.presets import load_preset
+from o2o.presets import run_preset
 from o2o.registry import DatasetSpec
 from o2o.rng import MemberRNG, member_generators
 
@@ -67,7 +67,7 @@ class BCConfig(LoopConfig):
 def presets(cfg: BCConfig, spec: DatasetSpec) -> dict[str, Any]:
     """The dataset's preset: configs/<ALGORITHM>/<--preset>/<dataset or domain>.yaml (configs/bc/corl/ holds CORL's
     BC configs; a copy of this file under another name starts without presets until you add its folder)."""
-    return load_preset(ALGORITHM, spec, cfg.preset, online=cfg.online_steps > 0)
+    return run_preset(ALGORITHM, cfg, spec)
 
 
 def transforms(cfg: BCConfig, spec: DatasetSpec) -> Transforms:

@@ -32,7 +32,7 @@ from o2o import loop
 from o2o.cli import steps
 from o2o.loop import Algorithm, LoopConfig, Setup, Transforms
 from o2o.nets import GaussianActor, TwinQ, adam, mean_per_member, soft_update
-from o2o.presets import load_preset
+from o2o.presets import run_preset
 from o2o.registry import DatasetSpec
 from o2o.rng import MemberRNG, member_generators
 from o2o.transforms import RewardKind
@@ -67,13 +67,9 @@ class AWACConfig(LoopConfig):
 
 
 def presets(cfg: AWACConfig, spec: DatasetSpec) -> dict[str, Any]:
-    """The dataset's preset from configs/awac/<--preset>/ (fine-tuning files when online); --finetune adds CORL's 1M
-    online steps (every step field is then scaled by --budget, in o2o.cli.apply_budget)."""
-    online = cfg.finetune or cfg.online_steps > 0
-    preset = load_preset(ALGORITHM, spec, cfg.preset, FALLBACK, online)
-    if cfg.finetune:
-        preset.setdefault("online_steps", FINETUNE_ONLINE_STEPS)
-    return preset
+    """The dataset's preset from configs/awac/<--preset>/ (fine-tuning files when online; --finetune adds CORL's 1M
+    online steps)."""
+    return run_preset(ALGORITHM, cfg, spec, FALLBACK, FINETUNE_ONLINE_STEPS)
 
 
 def transforms(cfg: AWACConfig, spec: DatasetSpec) -> Transforms:

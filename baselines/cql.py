@@ -48,7 +48,7 @@ from o2o import loop
 from o2o.cli import steps
 from o2o.loop import Algorithm, LoopConfig, Setup, Transforms
 from o2o.nets import TanhGaussianActor, TwinQ, adam, mean_per_member, member_parameter, soft_update
-from o2o.presets import load_preset
+from o2o.presets import run_preset
 from o2o.registry import DatasetSpec
 from o2o.rng import MemberRNG, member_generators
 from o2o.transforms import RewardKind
@@ -108,7 +108,7 @@ class CQLConfig(LoopConfig):
 def presets(cfg: CQLConfig, spec: DatasetSpec) -> dict[str, Any]:
     """The dataset's preset from configs/cql/<--preset>/; the fine-tuning files when --online-steps > 0 (CORL's
     Adroit fine-tuning configs differ from the offline ones: max-target backup, clip −200, raw states)."""
-    return load_preset(ALGORITHM, spec, cfg.preset, FALLBACK, online=cfg.online_steps > 0)
+    return run_preset(ALGORITHM, cfg, spec, FALLBACK)
 
 
 def transforms(cfg: CQLConfig, spec: DatasetSpec) -> Transforms:

@@ -67,3 +67,15 @@ def load_preset(algorithm: str, spec: DatasetSpec, source: str, fallback: Sequen
         print(f"note: {algorithm} has no {source} preset for {spec.name}; using {path.relative_to(CONFIGS.parent)}",
               file=sys.stderr, flush=True)
     return read_preset(path)
+
+
+def run_preset(algorithm: str, cfg: Any, spec: DatasetSpec, fallback: Sequence[str] = (),
+               finetune_steps: int = 1_000_000) -> dict[str, Any]:
+    """The preset of a run from its first-pass config: source `cfg.preset`, fine-tuning files when the run has online
+    steps or `--finetune` (IQL, AWAC), which also adds CORL's `finetune_steps` online steps unless the file sets them
+    (every step field is then scaled by --budget, in o2o.cli.apply_budget)."""
+    finetune = bool(getattr(cfg, "finetune", False))
+    preset = load_preset(algorithm, spec, cfg.preset, fallback, online=finetune or cfg.online_steps > 0)
+    if finetune:
+        preset.setdefault("online_steps", finetune_steps)
+    return preset
