@@ -162,10 +162,12 @@ def test_finetune_flag_reaches_the_run(monkeypatch):
 
 def test_offline_run_records_iql_fields(hopper_file, tmp_path):
     out = tmp_path / "run"
-    assert run_main(hopper_file, out, "--offline-steps", "20", "--eval-every", "20", "--log-every", "10") == 0
+    assert run_main(hopper_file, out, "--offline-steps", "20", "--eval-every", "20", "--log-every", "10", "--preset",
+                    "paper") == 0  # the IQL paper's locomotion preset: scaled rewards
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["algorithm"] == "iql" and summary["steps"] == 20
     assert summary["config"]["expectile"] == 0.7 and summary["config"]["reward_kind"] == "locomotion"
+    assert summary["config"]["preset"] == "paper" and (out / "config.yaml").is_file()
     assert summary["extra"]["reward_kind"] == "locomotion" and summary["extra"]["reward_scale"] > 0
     metrics = read_csv(out / "metrics.csv")
     assert {"value_loss", "q_loss", "actor_loss", "q1_mean", "adv_mean", "weight_mean"} <= set(metrics[0])
