@@ -52,20 +52,24 @@ Base algorithms (`--base`):
   width, depth (3×256), state normalisation and reward handling follow the project's AWAC (CORL).
 - `cql`: the official jax_cql/ variant is not implemented here.
 
-Presets (per domain; flags override):
+Presets (configs/famo2o_<base>/official/<domain>.yaml, `--preset official` by default; flags override):
 - AntMaze: β ∈ [8, 14], expectile 0.9, 100 evaluation episodes (official config; plain IQL uses β = 10).
 - Locomotion: FamO2O's locomotion hyperparameters were not released (an open issue on the official repository
   asks for them). Our choice: β ∈ [1, 5] and expectile 0.7, a range around IQL's usual β = 3 (for AWAC: λ = 1/3,
   λ⁻¹ = 3), as the official [8, 14] surrounds IQL's AntMaze β = 10.
 - Adroit and Kitchen (not in the official code either): the same kind of range around the base's β (IQL Adroit:
   β 3 → [1, 5], expectile 0.8; IQL Kitchen: β 0.5 → [1/6, 5/6]; AWAC Adroit: λ 0.1 → [8, 14]).
+- Advantage weights (`--awr-weight`): `paper`, each sample's min(exp(β_i·A_i), 100); `official`, the JAX code's
+  broadcast (official_awr_weights), which the IQL base's official presets select: the published numbers come
+  from it.
 
 Run records: summary.json and evals.csv (o2o.records) with extra columns beta_mean, beta_std, beta_q10, beta_q50,
 beta_q90: the balance model's deterministic β over a fixed sample of dataset states at every evaluation; betas.npy
 holds the final β of those states (for the histogram figure).
 
 Command line: `python algorithms/famo2o.py --dataset local:hopper-medium --seed 0 --out DIR --budget smoke
-[--base iql|awac] [--online-steps N] [--seeds 0,1,2] [--resume]` (every config field is a flag; `--help` lists them).
+[--base iql|awac] [--awr-weight paper|official] [--online-steps N] [--seeds 0,1,2] [--resume]` (every config
+field is a flag; `--help` lists them).
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -100,13 +104,15 @@ from o2o.nets import (  # noqa: E402
     soft_update,
     split_members,
 )
+from o2o.presets import Source, run_preset  # noqa: E402
 from o2o.records import atomic_save  # noqa: E402
 from o2o.registry import DatasetSpec  # noqa: E402
 from o2o.rng import MemberRNG, member_generators  # noqa: E402
 from o2o.training import config_dict  # noqa: E402
-from o2o.transforms import default_reward_kind  # noqa: E402
+from o2o.transforms import RewardKind, default_reward_kind  # noqa: E402
 
 BASES = ("iql", "awac")
+FALLBACK = ("official",)  # preset sources tried after --preset's
 BETA_COLUMNS = ("beta_mean", "beta_std", "beta_q10", "beta_q50", "beta_q90")
 
 
@@ -120,62 +126,45 @@ def algorithm_name(base: str) -> str:
 class FamO2OConfig(LoopConfig):
     """FamO2O's fields; defaults are the official jax_iql values unless noted, names as in baselines/iql.py."""
 
-    base: str = "iql"  # iql | awac: the algorithm whose critic FamO2O keeps
+    base: Literal["iql", "awac"] = "iql"  # the algorithm whose critic FamO2O keeps
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps on the dataset (official 1M)
     online_steps: int = steps(1_000_000, 1000)  # env steps online, one gradient step each (official 1M)
     eval_every: int = steps(5000, 500)  # offline: gradient steps between evaluations; online: env steps
     buffer_size: int = 2_000_000  # newest transitions kept of dataset + online data (official 2M ring)
     hidden_dim: int = 256  # width of every net (official 2×256)
-    n_hidden: int = 2
-    actor_lr: float = 3e-4  # universal model (official: constant, opt_decay_schedule None)
-    q_lr: float = 3e-4
-    v_lr: float = 3e-4  # IQL's V
-    balance_lr: float = 3e-4  # balance model (official: the actor's lr)
-    temp_lr: float = 3e-4  # α of the balance model
-    temp_init: float = 1.0
+    n_hidden: int = 2  # hidden layers of every net (official 2)
+    actor_lr: float = 3e-4  # universal model Adam lr (official: constant, opt_decay_schedule None)
+    critic_lr: float = 3e-4  # twin Q Adam lr (official critic_lr)
+    value_lr: float = 3e-4  # IQL's V Adam lr (official value_lr)
+    balance_lr: float = 3e-4  # balance model Adam lr (official: the actor's lr)
+    temp_lr: float = 3e-4  # Adam lr of the balance model's temperature α (official hierarchical_temp_lr)
+    temp_init: float = 1.0  # initial α (official hierarchical_init_temperature)
     target_entropy: float = -0.5  # of the balance model's u ∈ (−1, 1)
-    discount: float = 0.99
+    discount: float = 0.99  # γ
     tau: float = 0.005  # Polyak rate of the target Q
     expectile: float = 0.7  # IQL's expectile (AntMaze 0.9)
-    beta_lo: float = 1.0  # balance-coefficient range (AntMaze [8, 14])
-    beta_hi: float = 5.0
+    beta_lo: float = 1.0  # lower end of the balance-coefficient range (AntMaze [8, 14])
+    beta_hi: float = 5.0  # upper end of the range
     exp_adv_max: float = 100.0  # clip of the advantage weights
-    enc_n: float = 10000.0  # β encoding: n and (even) dimension d
-    enc_d: int = 6
+    # paper: min(exp(β_i·A_i), 100) per sample; official: the JAX code's broadcast, mean_i min(exp(β_i·A_j), 100) for
+    # sample j (jax_iql/family_actor.py: (q − v) has shape (B,), β (B, 1))
+    awr_weight: Literal["paper", "official"] = "paper"
+    enc_n: float = 10000.0  # β encoding: n of the divisors n^(2i/d)
+    enc_d: int = 6  # β encoding: its (even) dimension d
     policy_log_std_min: float = -5.0  # universal model's log-std clip (official [−5, 2])
-    policy_log_std_max: float = 2.0
-    reward_kind: str = "auto"  # auto (the domain's: locomotion scaling, AntMaze r − 1) | none | locomotion | antmaze
+    policy_log_std_max: float = 2.0  # its upper end
+    # rewards (o2o.transforms); auto: the domain's (locomotion scaling, AntMaze r − 1, else none)
+    reward_kind: Literal["auto"] | RewardKind = "auto"
     normalize_states: bool = False  # the official code feeds raw states; true = z-score with dataset statistics
     beta_states: int = 10_000  # dataset states whose β the run records summarise
+    preset: Source = "official"  # configs/famo2o_<base>/<preset>/<dataset or domain>.yaml (README, "Presets")
+
+    RENAMED: ClassVar[dict[str, str]] = {"q_lr": "critic_lr", "v_lr": "value_lr"}
 
 
-# (base, domain) -> preset; see the module docstring for the sources.
-_LOCO = dict(expectile=0.7, beta_lo=1.0, beta_hi=5.0)
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "iql": {
-        "antmaze": dict(expectile=0.9, beta_lo=8.0, beta_hi=14.0, eval_episodes=100, eval_every=50_000),  # official
-        "locomotion": _LOCO,  # our choice (not released)
-        "adroit": dict(expectile=0.8, beta_lo=1.0, beta_hi=5.0),  # our choice (not in the official code)
-        "kitchen": dict(expectile=0.7, beta_lo=0.5 / 3, beta_hi=2.5 / 3),  # our choice: IQL's β 0.5 × [1/3, 5/3]
-    },
-    "awac": {  # β around the project's AWAC λ⁻¹; AWAC's nets, state normalisation and rewards (baselines/awac.py)
-        "antmaze": dict(beta_lo=8.0, beta_hi=14.0, eval_episodes=100, eval_every=50_000),  # λ = 0.1 → λ⁻¹ = 10
-        "locomotion": dict(beta_lo=1.0, beta_hi=5.0),  # λ = 1/3 → λ⁻¹ = 3
-        "adroit": dict(beta_lo=8.0, beta_hi=14.0),  # λ = 0.1
-        "kitchen": dict(beta_lo=8.0, beta_hi=14.0),  # the project's AWAC uses Adroit's λ = 0.1 on Kitchen
-    },
-}
-AWAC_COMMON = dict(n_hidden=awac.AWACConfig.n_hidden, normalize_states=awac.AWACConfig.normalize_states)
-
-
-def presets(spec: DatasetSpec, base: str = "iql") -> dict[str, Any]:
-    """Per-domain preset of FamO2O on `base` (the base's key is set too, so that --base picks the preset)."""
-    if base not in BASES:
-        raise ValueError(f"--base must be one of {BASES}, not {base!r}")
-    preset = {"base": base, **PRESETS[base].get(spec.domain, PRESETS[base]["locomotion"])}
-    if base == "awac":
-        preset.update(AWAC_COMMON, reward_kind=awac.PRESETS.get(spec.domain, {}).get("reward_kind", "none"))
-    return preset
+def presets(cfg: FamO2OConfig, spec: DatasetSpec) -> dict[str, Any]:
+    """The preset of FamO2O on --base for the dataset: configs/famo2o_<base>/<--preset>/ (see each file's source)."""
+    return run_preset(algorithm_name(cfg.base), cfg, spec, FALLBACK)
 
 
 def transforms(cfg: FamO2OConfig, spec: DatasetSpec) -> Transforms:
@@ -280,10 +269,19 @@ def awr_weights(adv: torch.Tensor, beta: torch.Tensor, exp_adv_max: float = 100.
     return torch.exp(adv * beta).clamp(max=exp_adv_max)
 
 
+def official_awr_weights(adv: torch.Tensor, beta: torch.Tensor, exp_adv_max: float = 100.0) -> torch.Tensor:
+    """The official JAX code's weights (jax_iql/family_actor.py): A = q − v has shape (B,) and β shape (B, 1), so
+    exp(A·β) is (B, B) with entry [i, j] = exp(A_j·β_i), and −mean(exp_a · log π) weights sample j by
+    mean_i min(exp(A_j·β_i), max), whatever its own β. Per seed: adv, beta (S, B) -> (S, B)."""
+    return torch.exp(adv.unsqueeze(-2) * beta.unsqueeze(-1)).clamp(max=exp_adv_max).mean(-2)
+
+
 def universal_policy_loss(policy: UniversalPolicy, obs: torch.Tensor, act: torch.Tensor, beta: torch.Tensor,
-                          adv: torch.Tensor, exp_adv_max: float = 100.0) -> torch.Tensor:
-    """Universal-model update: −mean(min(exp(β·A), max) · log π_u(a | s, β)) per seed; β and A carry no gradient."""
-    weights = awr_weights(adv.detach(), beta.detach(), exp_adv_max)
+                          adv: torch.Tensor, exp_adv_max: float = 100.0, awr_weight: str = "paper") -> torch.Tensor:
+    """Universal-model update: −mean(w · log π_u(a | s, β)) per seed, w = min(exp(β·A), max) (paper) or the
+    official code's broadcast weights (official_awr_weights); β and A carry no gradient."""
+    weigh = official_awr_weights if awr_weight == "official" else awr_weights
+    weights = weigh(adv.detach(), beta.detach(), exp_adv_max)
     return -mean_per_member(weights * policy.log_prob(obs, beta.detach(), act))
 
 
@@ -349,8 +347,8 @@ class FamO2O:
         self.policy_opt = adam(self.policy.parameters(), cfg.actor_lr)
         self.balance_opt = adam(self.balance.parameters(), cfg.balance_lr)
         self.alpha_opt = adam([self.log_alpha], cfg.temp_lr)
-        self.q_opt = adam(self.q.parameters(), cfg.q_lr)
-        self.v_opt = adam(self.value.parameters(), cfg.v_lr) if self.value is not None else None
+        self.q_opt = adam(self.q.parameters(), cfg.critic_lr)
+        self.v_opt = adam(self.value.parameters(), cfg.value_lr) if self.value is not None else None
         # The dataset states whose β the records summarise: a fixed sample per seed (as each seed alone would draw).
         idx = [np.sort(np.random.default_rng([s, 0xBE7A]).choice(len(setup.observations), replace=False,
                                                                    size=min(cfg.beta_states, len(setup.observations))))
@@ -383,7 +381,7 @@ class FamO2O:
     def _policy_step(self, obs: torch.Tensor, act: torch.Tensor, beta: torch.Tensor, adv: torch.Tensor
                      ) -> dict[str, torch.Tensor]:
         """Universal-model update (AWR with a per-sample β)."""
-        loss = universal_policy_loss(self.policy, obs, act, beta, adv, self.cfg.exp_adv_max)
+        loss = universal_policy_loss(self.policy, obs, act, beta, adv, self.cfg.exp_adv_max, self.cfg.awr_weight)
         _step(self.policy_opt, loss, list(self.policy.parameters()))
         return {"actor_loss": loss.detach(), "adv_mean": mean_per_member(adv), "beta_actor": mean_per_member(beta)}
 
@@ -484,17 +482,7 @@ def algorithm(cfg: FamO2OConfig) -> Algorithm:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 finished, 3 diverged, as baselines/iql.py)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    base = "iql"
-    for i, a in enumerate(args):  # the preset depends on the base, and parse_config applies presets before flags
-        if a == "--base" and i + 1 < len(args):
-            base = args[i + 1]
-        elif a.startswith("--base="):
-            base = a.split("=", 1)[1]
-    if base not in BASES:
-        print(f"error: --base must be one of {', '.join(BASES)}, not {base!r}", file=sys.stderr)
-        return 2
-    return loop.main(FamO2OConfig, lambda spec: presets(spec, base), algorithm, args, description=__doc__)
+    return loop.main(FamO2OConfig, presets, algorithm, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -40,6 +40,7 @@ from o2o import loop
 from o2o.cli import steps
 from o2o.loop import Algorithm, LoopConfig, Setup, Transforms
 from o2o.nets import DeterministicActor, adam, mean_per_member
+from o2o.presets import run_preset
 from o2o.registry import DatasetSpec
 from o2o.rng import MemberRNG, member_generators
 
@@ -47,31 +48,26 @@ ALGORITHM = "bc"  # the run records' `algorithm`: rename it in your copy
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Config and per-domain presets: LoopConfig brings the engine's flags (--seeds, --offline-steps, --online-steps, ...)
+# Config and presets (README, "Presets"); LoopConfig brings the engine's flags (--seeds, --offline-steps, ...)
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass
 class BCConfig(LoopConfig):
     """BC run: the engine's fields plus BC's (defaults = CORL's)."""
 
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps offline (CORL max_timesteps); --budget scales it
-    lr: float = 3e-4  # Adam learning rate (CORL)
+    actor_lr: float = 3e-4  # Adam learning rate of the actor (CORL learning_rate)
     hidden_dim: int = 256  # width of the actor's hidden layers (CORL 256)
     n_hidden: int = 2  # hidden layers (CORL 2)
     expl_noise: float = 0.1  # online exploration: N(0, (expl_noise · max_action)²) added to the action (TD3's 0.1)
     normalize_states: bool = True  # z-score observations with the dataset's statistics (CORL normalize)
 
-
-# Per-domain presets, each value with its source; flags override them, --budget scales the step fields after them.
-PRESETS: dict[str, dict[str, Any]] = {
-    # CORL configs/offline/bc/antmaze/*: n_episodes 100. Evaluations every 50000 steps as IQL's AntMaze preset
-    # (100 episodes every 5000 steps would cost more than training).
-    "antmaze": dict(eval_episodes=100, eval_every=50_000),
-}
+    RENAMED: ClassVar[dict[str, str]] = {"lr": "actor_lr"}  # old flag -> field (the old one warns for a release)
 
 
-def presets(spec: DatasetSpec) -> dict[str, Any]:
-    """The preset of the dataset's domain (empty for a domain without one)."""
-    return dict(PRESETS.get(spec.domain, {}))
+def presets(cfg: BCConfig, spec: DatasetSpec) -> dict[str, Any]:
+    """The dataset's preset: configs/<ALGORITHM>/<--preset>/<dataset or domain>.yaml (configs/bc/corl/ holds CORL's
+    BC configs; a copy of this file under another name starts without presets until you add its folder)."""
+    return run_preset(ALGORITHM, cfg, spec)
 
 
 def transforms(cfg: BCConfig, spec: DatasetSpec) -> Transforms:
@@ -99,7 +95,7 @@ class BC:
         gens = member_generators(setup.seeds, f"{ALGORITHM}/actor")  # each seed's initial weights from its own seed
         self.actor = DeterministicActor(setup.obs_dim, setup.act_dim, gens, cfg.hidden_dim, cfg.n_hidden)
         self.actor.to(setup.device)
-        self.opt = adam(self.actor.parameters(), cfg.lr)
+        self.opt = adam(self.actor.parameters(), cfg.actor_lr)
 
     def update(self, batch: loop.Batch, online: bool) -> dict[str, torch.Tensor]:
         """One step on a batch (obs, act, rew, next_obs, done), each (S, B, ...); metrics (S,) go to metrics.csv."""

@@ -139,10 +139,11 @@ def compare_published(runs_df: pd.DataFrame, published: pd.DataFrame | None,
     Matching is by canonical algorithm name, dataset name and phase: published 'offline' numbers are compared with
     our offline_score (the last offline evaluation; last_score for runs without an online phase), 'online' numbers
     with our online_score. diff = ours - published. Our rows without a published counterpart are kept (published
-    NaN) so that every algorithm of the run records appears.
+    NaN) so that every algorithm of the run records appears. `preset` names the preset source(s) of our runs (config
+    `preset`: paper, corl, official; empty for files without presets by source).
     """
-    cols = ["algorithm", "domain", "dataset", "phase", "ours_mean", "ours_std", "n", "published", "published_std",
-            "diff", "source", "table", "flag"]
+    cols = ["algorithm", "domain", "dataset", "phase", "preset", "ours_mean", "ours_std", "n", "published",
+            "published_std", "diff", "source", "table", "flag"]
     if runs_df.empty:
         return pd.DataFrame(columns=cols)
     df = runs_df
@@ -164,8 +165,8 @@ def compare_published(runs_df: pd.DataFrame, published: pd.DataFrame | None,
                 continue
             mean = float(v.mean())
             std = float(v.std(ddof=1)) if v.size > 1 else float("nan")
-            base = dict(algorithm=alg, domain=sub["domain"].iloc[0], dataset=ds, phase=phase, ours_mean=mean,
-                        ours_std=std, n=int(v.size))
+            base = dict(algorithm=alg, domain=sub["domain"].iloc[0], dataset=ds, phase=phase,
+                        preset=run_presets(sub), ours_mean=mean, ours_std=std, n=int(v.size))
             match = pub[(pub["_alg"] == sub["_alg"].iloc[0]) & (pub["dataset"] == ds) & (pub["phase"] == phase)]
             if match.empty:
                 rows.append(dict(base, published=float("nan"), published_std=float("nan"), diff=float("nan"),
@@ -263,15 +264,23 @@ def score_table_rows(table: pd.DataFrame, metric: str, totals: pd.DataFrame | No
     return header, rows, breaks
 
 
+def run_presets(runs: pd.DataFrame) -> str:
+    """The preset sources of the runs' configs ('corl', 'paper, corl' for a mix; '' when none records one)."""
+    if "config" not in runs:
+        return ""
+    return ", ".join(sorted({str(p) for p in (json_dict(c).get("preset") for c in runs["config"]) if p}))
+
+
 def comparison_rows(comp: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the ours-vs-published table."""
-    header = ["Dataset", "Algorithm", "Phase", "Ours", "n", "Published", "Diff", "Source", "Flag"]
+    """Header and rows of the ours-vs-published table (Preset: which preset source made our row)."""
+    header = ["Dataset", "Algorithm", "Preset", "Phase", "Ours", "n", "Published", "Diff", "Source", "Flag"]
     rows = []
     for r in comp.itertuples(index=False):
         flag = "UNVERIFIED" if str(r.flag).startswith("UNVERIFIED") else ("note" if r.flag else "")
         src = f"{r.source}: {r.table}" if r.source else "no published number"
-        rows.append([r.dataset, r.algorithm, r.phase, _pm(r.ours_mean, r.ours_std, r.n, 2), str(r.n),
-                     _pm(r.published, r.published_std, 2, 2), _signed(r.diff), src, flag])
+        rows.append([r.dataset, r.algorithm, getattr(r, "preset", "") or "–", r.phase,
+                     _pm(r.ours_mean, r.ours_std, r.n, 2), str(r.n), _pm(r.published, r.published_std, 2, 2),
+                     _signed(r.diff), src, flag])
     return header, rows
 
 
@@ -438,7 +447,7 @@ def write_all_tables(runs_df: pd.DataFrame, out: str | Path, published: pd.DataF
             paths[md.name] = md
         else:
             header, rows = comparison_rows(matched)
-            paths.update(_write(out, "published_comparison", cap, header, rows, "lllrrrrll"))
+            paths.update(_write(out, "published_comparison", cap, header, rows, "llllrrrrll"))
             if missing:
                 md.write_text(md.read_text() + f"\n{missing}\n")
     return paths

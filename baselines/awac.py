@@ -18,11 +18,10 @@ Every config field is a flag (`--help` lists them with their defaults). Exit sta
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -30,19 +29,22 @@ if __package__ in (None, ""):  # `python baselines/awac.py` without the package 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from o2o import loop
-from o2o.cli import apply_budget, steps
+from o2o.cli import steps
 from o2o.loop import Algorithm, LoopConfig, Setup, Transforms
 from o2o.nets import GaussianActor, TwinQ, adam, mean_per_member, soft_update
+from o2o.presets import run_preset
 from o2o.registry import DatasetSpec
 from o2o.rng import MemberRNG, member_generators
+from o2o.transforms import RewardKind
 
 ALGORITHM = "awac"
 EXP_ADV_MAX = 100.0  # clip of exp(A/λ) (CORL AdvantageWeightedActorCritic exp_adv_max)
 FINETUNE_ONLINE_STEPS = 1_000_000  # CORL configs/finetune/awac/*: online_iterations 1e6
+FALLBACK = ("corl",)  # preset sources tried after --preset's
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Config and per-domain presets
+# Config and presets (configs/awac/<source>/<dataset or domain>.yaml; README, "Presets")
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass
 class AWACConfig(LoopConfig):
@@ -60,51 +62,20 @@ class AWACConfig(LoopConfig):
     hidden_dim: int = 256  # CORL hidden_dim
     n_hidden: int = 3  # hidden layers of actor and critics: CORL's Actor and Critic have 3 (baselines.md says 2)
     normalize_states: bool = True  # z-score observations with dataset statistics (CORL always does for AWAC)
-    reward_kind: str = "auto"  # none | locomotion | antmaze | ...; auto = the domain's preset
-    eval_every: int = steps(5000, 500)  # offline: gradient steps between evaluations (CORL eval_frequency: PRESETS)
+    reward_kind: Literal["auto"] | RewardKind = "auto"  # o2o.transforms; auto: r − 1 on AntMaze, else none (CORL)
+    eval_every: int = steps(5000, 500)  # offline: gradient steps between evaluations (CORL eval_frequency 1000)
 
 
-# Per-domain presets; every value names its source. Flags override them, --budget scales the step fields after them.
-# Evaluation every 5000 steps everywhere but AntMaze (CORL's offline AWAC configs evaluate every 1000 steps; we use
-# IQL's 5000 so that best-score statistics of the baselines see the same number of evaluations).
-PRESETS: dict[str, dict[str, Any]] = {
-    "locomotion": dict(
-        # CORL configs/offline/awac/{halfcheetah,hopper,walker2d}/*: awac_lambda 0.3333, normalize_reward false (the
-        # AWAC paper does not scale rewards either).
-        awac_lambda=1.0 / 3.0, reward_kind="none",
-    ),
-    "antmaze": dict(
-        # CORL configs/{offline,finetune}/awac/antmaze/*: awac_lambda 0.1, normalize_reward (r − 1), n_test_episodes
-        # 100, finetune eval_frequency 50000.
-        awac_lambda=0.1, reward_kind="antmaze", eval_episodes=100, eval_every=50_000,
-    ),
-    "adroit": dict(
-        # CORL configs/{offline,finetune}/awac/{pen,door,hammer,relocate}/*: awac_lambda 0.1, normalize_reward false.
-        awac_lambda=0.1, reward_kind="none",
-    ),
-    "kitchen": dict(
-        # No CORL or paper setting for Kitchen: the Adroit one (sparse manipulation tasks, unscaled rewards).
-        awac_lambda=0.1, reward_kind="none",
-    ),
-}
-
-
-def presets(spec: DatasetSpec) -> dict[str, Any]:
-    """The preset of the dataset's domain (empty for an unknown domain)."""
-    return dict(PRESETS.get(spec.domain, {}))
-
-
-def resolve_config(cfg: AWACConfig) -> AWACConfig:
-    """--finetune without --online-steps: CORL's 1M online steps, scaled by the budget like every step field."""
-    if cfg.finetune and cfg.online_steps == 0:
-        others = {f.name for f in dataclasses.fields(cfg)} - {"online_steps"}
-        cfg = apply_budget(dataclasses.replace(cfg, online_steps=FINETUNE_ONLINE_STEPS), cfg.budget, skip=others)
-    return cfg
+def presets(cfg: AWACConfig, spec: DatasetSpec) -> dict[str, Any]:
+    """The dataset's preset from configs/awac/<--preset>/ (fine-tuning files when online; --finetune adds CORL's 1M
+    online steps)."""
+    return run_preset(ALGORITHM, cfg, spec, FALLBACK, FINETUNE_ONLINE_STEPS)
 
 
 def transforms(cfg: AWACConfig, spec: DatasetSpec) -> Transforms:
-    """State z-scoring (CORL always normalises for AWAC) and the domain's reward transform."""
-    kind = cfg.reward_kind if cfg.reward_kind != "auto" else PRESETS.get(spec.domain, {}).get("reward_kind", "none")
+    """State z-scoring (CORL always normalises for AWAC) and the reward transform (auto: r − 1 on AntMaze, else
+    none, as CORL's AWAC configs)."""
+    kind = cfg.reward_kind if cfg.reward_kind != "auto" else ("antmaze" if spec.domain == "antmaze" else "none")
     return Transforms(normalize_states=cfg.normalize_states, reward_kind=kind)
 
 
@@ -209,7 +180,7 @@ def algorithm(cfg: AWACConfig) -> Algorithm:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 finished, 3 diverged)."""
-    return loop.main(AWACConfig, presets, algorithm, argv, description=__doc__, resolve=resolve_config)
+    return loop.main(AWACConfig, presets, algorithm, argv, description=__doc__)
 
 
 if __name__ == "__main__":

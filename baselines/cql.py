@@ -13,12 +13,14 @@ differences from CORL (all value-neutral except where noted):
 - All losses are built from the same pre-update parameters and applied with one backward pass; gradients are
   routed with detach (the policy's Q uses detached critic weights, the α and α' losses detach their inputs). The
   gradients equal CORL's sequence of separate backward passes.
-- Orthogonal init (hidden layers gain √2, output layer gain 1e-2) for actor and critics, as JaxCQL. CORL's offline
-  file ignores `orthogonal_init` for the actor and its finetune file uses gain √2 on the output layer too.
+- Orthogonal init (hidden layers gain √2, output layer gain 1e-2) for the critics, and for the actor unless
+  `--actor-orthogonal-init false` (PyTorch default, xavier-uniform output of gain 1e-2: CORL's offline file, whose
+  actor ignores `orthogonal_init`; the CORL presets set it). CORL's finetune file uses gain √2 on the output layer
+  too (not reproduced).
 - CORL's offline file builds critic 2 with 3 hidden layers even when `q_n_hidden_layers` is 5 (AntMaze); both
   critics get `q_hidden_layers` here (as CORL's finetune file).
-- Locomotion rewards are not rescaled (29 of CORL's 30 locomotion configs and the CQL paper; the odd one out,
-  hopper-medium-v2, sets normalize_reward: true). AntMaze uses 10 r − 5 (CORL's cql configs).
+- Rewards and every other hyperparameter come from the dataset's preset (configs/cql/<source>/, CORL's per-dataset
+  configs by default: hopper-medium-v2 normalises locomotion rewards, AntMaze uses 10 r − 5).
 - Online done mask = gymnasium's `terminated` (true terminals only). CORL infers it from the step count.
 - The online `regret` is CORL's: mean of 1 − success over finished training episodes, an episode succeeding when
   `info["success"]` held on any of its steps.
@@ -31,12 +33,11 @@ process). Exit status: 0 finished, 3 diverged,
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -47,12 +48,14 @@ from o2o import loop
 from o2o.cli import steps
 from o2o.loop import Algorithm, LoopConfig, Setup, Transforms
 from o2o.nets import TanhGaussianActor, TwinQ, adam, mean_per_member, member_parameter, soft_update
+from o2o.presets import run_preset
 from o2o.registry import DatasetSpec
 from o2o.rng import MemberRNG, member_generators
-from o2o.training import warn
+from o2o.transforms import RewardKind
 
 ALGORITHM = "cql"
 ALPHA_PRIME_MAX = 1e6  # clamp of the Lagrange multiplier α' (JaxCQL, CORL)
+FALLBACK = ("corl",)  # preset sources tried after --preset's
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -66,24 +69,27 @@ class CQLConfig(LoopConfig):
     offline_steps: int = steps(1_000_000, 100)  # gradient steps on the dataset (CORL max_timesteps, offline_iterations)
     online_steps: int = steps(0, 100)  # env steps after the offline phase, one gradient step each (CORL finetune)
     eval_every: int = steps(5000, 50)  # offline: steps between evaluations (CORL eval_freq; AntMaze 50000)
-    gamma: float = 0.99  # discount
-    tau: float = 5e-3  # soft target update rate
-    target_update_period: int = 1
-    policy_lr: float = 3e-5  # actor and SAC temperature learning rate (AntMaze/Adroit 1e-4)
-    qf_lr: float = 3e-4  # critics and α' learning rate
-    hidden_dim: int = 256
-    q_hidden_layers: int = 3  # hidden layers of each critic (AntMaze 5)
-    actor_hidden_layers: int = 3
-    orthogonal_init: bool = True
-    auto_entropy: bool = True  # tune the SAC temperature towards target_entropy
-    target_entropy: float | None = None  # default −act_dim
+    discount: float = 0.99  # γ (CORL discount)
+    tau: float = 5e-3  # Polyak rate of the target critics (CORL soft_target_update_rate)
+    target_update_period: int = 1  # gradient steps between target updates (CORL target_update_period)
+    actor_lr: float = 3e-5  # actor and SAC temperature Adam lr (CORL policy_lr; AntMaze/Adroit 1e-4)
+    critic_lr: float = 3e-4  # critics and α' Adam lr (CORL qf_lr)
+    hidden_dim: int = 256  # width of every hidden layer (CORL 256)
+    q_hidden_layers: int = 3  # hidden layers of each critic (CORL q_n_hidden_layers; AntMaze 5)
+    actor_hidden_layers: int = 3  # hidden layers of the actor (CORL 3)
+    orthogonal_init: bool = True  # orthogonal init of the critics: gain √2, output 1e-2 (CORL orthogonal_init)
+    # the actor's init: true = like the critics (JaxCQL); false = PyTorch default with a xavier-uniform output layer
+    # of gain 1e-2 (CORL's offline cql.py, whose actor ignores orthogonal_init)
+    actor_orthogonal_init: bool = True
+    auto_entropy: bool = True  # tune the SAC temperature towards target_entropy (CORL use_automatic_entropy_tuning)
+    target_entropy: float | None = None  # of the SAC temperature; None = −act_dim
     alpha_multiplier: float = 1.0  # SAC temperature = alpha_multiplier · exp(log α) (or the constant without tuning)
     backup_entropy: bool = False  # subtract α log π in the Bellman target
     bc_steps: int = 0  # behaviour-cloning warm-up steps of the policy (0 in every CORL config)
     log_std_multiplier: float = 1.0  # initial value of the policy's learned log-std multiplier
     log_std_offset: float = -1.0  # initial value of the policy's learned log-std offset
     cql_alpha: float = 10.0  # weight α of the CQL(H) penalty (AntMaze 5, Adroit 1)
-    cql_alpha_online: float | None = None  # α during the online phase (default: cql_alpha, as every CORL config)
+    cql_alpha_online: float | None = None  # α during the online phase (None: cql_alpha, as every CORL config)
     cql_n_actions: int = 10  # N sampled actions per source (random, current policy, next policy)
     cql_importance_sample: bool = True  # importance-sampled logsumexp (CQL paper, appendix F)
     cql_lagrange: bool = False  # tune α' by dual gradient descent towards cql_target_action_gap
@@ -91,44 +97,23 @@ class CQLConfig(LoopConfig):
     cql_temp: float = 1.0  # temperature of the logsumexp
     cql_max_target_backup: bool = False  # Bellman target = max over N sampled next actions (AntMaze)
     cql_clip_diff_min: float = -math.inf  # clip of (logsumexp − Q(s, a_data)) per sample (AntMaze −200)
-    cql_clip_diff_max: float = math.inf
-    normalize_obs: bool = True  # z-score observations with dataset statistics (AntMaze: off)
-    reward_kind: str = "none"  # o2o.transforms.reward_transform: none | locomotion | cql_antmaze | ...
+    cql_clip_diff_max: float = math.inf  # its upper clip
+    normalize_states: bool = True  # z-score observations with dataset statistics (CORL normalize; AntMaze off)
+    reward_kind: RewardKind = "none"  # o2o.transforms; CORL normalize_reward: locomotion, or cql_antmaze (10 r − 5)
+
+    RENAMED: ClassVar[dict[str, str]] = {"normalize_obs": "normalize_states", "gamma": "discount",
+                                         "policy_lr": "actor_lr", "qf_lr": "critic_lr"}
 
 
-# Per-domain presets. Sources: CORL configs/offline/cql/<env>/*.yaml and configs/finetune/cql/<env>/*.yaml
-# (commit eeeeef2), which agree within each domain apart from hopper-medium-v2's normalize_reward.
-PRESETS: dict[str, dict[str, Any]] = {
-    # configs/offline/cql/{halfcheetah,hopper,walker2d}/*.yaml: α 10, policy lr 3e-5, 3 hidden layers, no Lagrange.
-    "locomotion": dict(cql_alpha=10.0, policy_lr=3e-5, q_hidden_layers=3, reward_kind="none", normalize_obs=True),
-    # configs/{offline,finetune}/cql/antmaze/*.yaml: α 5 with Lagrange, gap 0.8, max-target backup, 5 hidden layers,
-    # clip_diff_min −200, reward 10 r − 5, no state normalisation, policy lr 1e-4, eval every 50k steps, 100 episodes.
-    "antmaze": dict(cql_alpha=5.0, cql_lagrange=True, cql_target_action_gap=0.8, cql_max_target_backup=True,
-                    q_hidden_layers=5, cql_clip_diff_min=-200.0, reward_kind="cql_antmaze", normalize_obs=False,
-                    policy_lr=1e-4, eval_every=50_000, eval_episodes=100),
-    # configs/offline/cql/{pen,door,hammer,relocate}/*.yaml: α 1, policy lr 1e-4, states normalised.
-    "adroit": dict(cql_alpha=1.0, policy_lr=1e-4, q_hidden_layers=3, reward_kind="none", normalize_obs=True),
-}
-# configs/finetune/cql/{pen,door,hammer,relocate}/cloned_v1.yaml differ from the offline ones: max-target backup,
-# clip_diff_min −200 and no state normalisation. Applied when --online-steps > 0.
-ONLINE_PRESETS: dict[str, dict[str, Any]] = {
-    "adroit": dict(cql_max_target_backup=True, cql_clip_diff_min=-200.0, normalize_obs=False),
-}
-
-
-def presets(spec: DatasetSpec, online: bool = False) -> dict[str, Any]:
-    """Preset fields of the dataset's domain (and its fine-tuning variant when `online`)."""
-    if spec.domain not in PRESETS:
-        warn(f"CORL has no CQL config for domain {spec.domain!r}; using the locomotion defaults")
-    out = dict(PRESETS.get(spec.domain, {}))
-    if online:
-        out.update(ONLINE_PRESETS.get(spec.domain, {}))
-    return out
+def presets(cfg: CQLConfig, spec: DatasetSpec) -> dict[str, Any]:
+    """The dataset's preset from configs/cql/<--preset>/; the fine-tuning files when --online-steps > 0 (CORL's
+    Adroit fine-tuning configs differ from the offline ones: max-target backup, clip −200, raw states)."""
+    return run_preset(ALGORITHM, cfg, spec, FALLBACK)
 
 
 def transforms(cfg: CQLConfig, spec: DatasetSpec) -> Transforms:
     """State z-scoring (AntMaze: off) and the preset's reward transform."""
-    return Transforms(normalize_states=cfg.normalize_obs, reward_kind=cfg.reward_kind)
+    return Transforms(normalize_states=cfg.normalize_states, reward_kind=cfg.reward_kind)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,20 +174,22 @@ class CQL:
         self.rng = MemberRNG(seeds, ALGORITHM, dev)
         init = dict(init="orthogonal" if cfg.orthogonal_init else "default",
                     out_init="orthogonal" if cfg.orthogonal_init else "xavier", out_gain=1e-2)
+        actor_init = dict(init, init="orthogonal" if cfg.actor_orthogonal_init else "default",
+                          out_init="orthogonal" if cfg.actor_orthogonal_init else "xavier")
         od, ad, h = setup.obs_dim, setup.act_dim, cfg.hidden_dim
         self.actor = TanhGaussianActor(od, ad, member_generators(seeds, "cql/actor"), h, cfg.actor_hidden_layers,
                                        setup.max_action, "state", log_std_multiplier=cfg.log_std_multiplier,
-                                       log_std_offset=cfg.log_std_offset, **init).to(dev)
+                                       log_std_offset=cfg.log_std_offset, **actor_init).to(dev)
         self.critic = TwinQ(od, ad, member_generators(seeds, "cql/critic"), h, cfg.q_hidden_layers, **init).to(dev)
         self.target_critic = TwinQ(od, ad, member_generators(seeds, "cql/critic"), h, cfg.q_hidden_layers,
                                    **init).to(dev).requires_grad_(False)
         n = len(seeds)
         self.log_alpha = member_parameter(n, 1, 0.0).to(dev)  # SAC temperature (JaxCQL: log α = 0)
         self.log_alpha_prime = member_parameter(n, 1, 1.0).to(dev)  # CQL multiplier (JaxCQL: log α' = 1)
-        self.actor_opt = adam(self.actor.parameters(), cfg.policy_lr)
-        self.critic_opt = adam(self.critic.parameters(), cfg.qf_lr)
-        self.alpha_opt = adam([self.log_alpha], cfg.policy_lr)
-        self.alpha_prime_opt = adam([self.log_alpha_prime], cfg.qf_lr)
+        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr)
+        self.critic_opt = adam(self.critic.parameters(), cfg.critic_lr)
+        self.alpha_opt = adam([self.log_alpha], cfg.actor_lr)
+        self.alpha_prime_opt = adam([self.log_alpha_prime], cfg.critic_lr)
         self.target_entropy = -float(ad) if cfg.target_entropy is None else float(cfg.target_entropy)
         self.log_density_rand = -ad * math.log(2.0 * self.max_action)  # uniform on [−max, max]^d
         self.total_it = torch.zeros((), dtype=torch.int64, device=dev)  # on the device: no host value in update
@@ -254,7 +241,7 @@ class CQL:
                 t_logp = t_logp.squeeze(-1)
             if cfg.backup_entropy:
                 target_q = target_q - alpha * t_logp
-            td_target = rewards + (1.0 - dones) * cfg.gamma * target_q  # (S, B)
+            td_target = rewards + (1.0 - dones) * cfg.discount * target_q  # (S, B)
 
         # One critic forward over dataset, random, next-policy and current-policy actions: (S, 2, B, 1 + 3N).
         all_actions = torch.cat([actions.unsqueeze(2), rand_actions, next_actions, cur_actions], dim=2)
@@ -341,13 +328,9 @@ def algorithm(cfg: CQLConfig) -> Algorithm:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status: 0 finished, 3 diverged (1 for a failure, which raises).
 
-    The fine-tuning presets apply when --online-steps > 0 (read before the others, as presets come first).
+    The fine-tuning presets apply when --online-steps > 0 (o2o.cli.configure reads the flags before the presets).
     """
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--online-steps", type=int, default=0)
-    known, _ = pre.parse_known_args(argv)
-    return loop.main(CQLConfig, lambda spec: presets(spec, online=known.online_steps > 0), algorithm, argv,
-                     description=__doc__.split("\n\n")[0])
+    return loop.main(CQLConfig, presets, algorithm, argv, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

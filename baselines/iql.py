@@ -18,12 +18,11 @@ Every config field is a flag (`--help` lists them with their defaults). Exit sta
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -32,19 +31,22 @@ if __package__ in (None, ""):  # `python baselines/iql.py` without the package i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from o2o import loop
-from o2o.cli import apply_budget, steps
+from o2o.cli import steps
 from o2o.loop import Algorithm, LoopConfig, Setup, Transforms
 from o2o.nets import DeterministicActor, GaussianActor, TwinQ, ValueNet, adam, mean_per_member, soft_update
+from o2o.presets import run_preset
 from o2o.registry import DatasetSpec
 from o2o.rng import MemberRNG, member_generators
+from o2o.transforms import RewardKind, default_reward_kind
 
 ALGORITHM = "iql"
 EXP_ADV_MAX = 100.0  # clip of exp(β·A) (CORL EXP_ADV_MAX; the IQL code clips at 100 too)
 FINETUNE_ONLINE_STEPS = 1_000_000  # CORL configs/finetune/iql/*: online_iterations 1e6
+FALLBACK = ("corl", "paper")  # preset sources tried after --preset's (CORL has no Kitchen config: the paper's)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Config and per-domain presets
+# Config and presets (configs/iql/<source>/<dataset or domain>.yaml; README, "Presets")
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass
 class IQLConfig(LoopConfig):
@@ -52,15 +54,15 @@ class IQLConfig(LoopConfig):
 
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps offline (CORL max_timesteps / offline_iterations)
     online_steps: int = steps(0, 1000)  # env steps online, one gradient step each (0 = offline only)
-    finetune: bool = False  # offline-to-online with CORL's 1M online steps (scaled by --budget) unless --online-steps
+    finetune: bool = False  # offline-to-online: CORL's 1M online steps (scaled by --budget) unless --online-steps
     discount: float = 0.99  # γ (CORL discount)
     tau: float = 0.005  # Polyak rate of the target Q (CORL tau)
     expectile: float = 0.7  # τ of L₂^τ (CORL iql_tau; paper: 0.7 locomotion, 0.9 AntMaze)
     beta: float = 3.0  # inverse temperature β of the AWR weights (paper: 3 locomotion, 10 AntMaze)
     exp_adv_max: float = EXP_ADV_MAX  # clip of exp(β·A)
-    actor_lr: float = 3e-4  # CORL actor_lr
-    q_lr: float = 3e-4  # CORL qf_lr
-    v_lr: float = 3e-4  # CORL vf_lr
+    actor_lr: float = 3e-4  # actor Adam lr (CORL actor_lr)
+    critic_lr: float = 3e-4  # twin Q Adam lr (CORL qf_lr)
+    value_lr: float = 3e-4  # V Adam lr (CORL vf_lr)
     actor_cosine: bool = True  # cosine-annealed actor lr with period 2·offline_steps (CORL CosineAnnealingLR)
     deterministic_actor: bool = False  # tanh-MLP actor + MSE AWR instead of the Gaussian (CORL iql_deterministic)
     actor_dropout: float = 0.0  # dropout in the actor's hidden layers (CORL actor_dropout; Adroit 0.1)
@@ -69,56 +71,22 @@ class IQLConfig(LoopConfig):
     expl_noise: float = 0.03  # online exploration noise of the deterministic actor (CORL expl_noise)
     noise_clip: float = 0.5  # its clip (CORL noise_clip)
     normalize_states: bool = True  # z-score observations with dataset statistics (CORL normalize)
-    reward_kind: str = "auto"  # none | locomotion | antmaze | ...; auto = the domain's preset (o2o.transforms)
+    # rewards (o2o.transforms): locomotion r·1000/(max − min episode return), antmaze r − 1; auto = the domain's
+    reward_kind: Literal["auto"] | RewardKind = "auto"
     eval_every: int = steps(5000, 500)  # offline: gradient steps between evaluations (CORL eval_freq 5000)
 
-
-# Per-domain presets; every value names its source. Flags override them, --budget scales the step fields after them.
-PRESETS: dict[str, dict[str, Any]] = {
-    "locomotion": dict(
-        # IQL paper (App. B): expectile 0.7, β 3, rewards scaled by 1000 / (max − min episode return). CORL's 18
-        # locomotion configs disagree among themselves: 16 use a Gaussian actor and unscaled rewards, hopper-medium and
-        # hopper-medium-replay a deterministic actor, scaled rewards and τ 0.001, hopper-medium-expert β 6 and
-        # expectile 0.5. As baselines.md asks, we follow the paper there (scaled rewards) and CORL's majority for the
-        # actor (Gaussian). CORL's hopper-medium exactly: --deterministic-actor true --tau 0.001.
-        expectile=0.7, beta=3.0, deterministic_actor=False, reward_kind="locomotion",
-    ),
-    "antmaze": dict(
-        # CORL configs/{offline,finetune}/iql/antmaze/*: iql_tau 0.9, beta 10, Gaussian, normalize_reward (r − 1),
-        # n_episodes 100; eval_freq 50000 as in CORL's finetune configs (its offline configs evaluate every 5000,
-        # which with 100-episode evaluations costs more than training).
-        expectile=0.9, beta=10.0, deterministic_actor=False, reward_kind="antmaze", eval_episodes=100,
-        eval_every=50_000,
-    ),
-    "adroit": dict(
-        # CORL configs/{offline,finetune}/iql/{pen,door,hammer,relocate}/*: iql_tau 0.8, beta 3, actor_dropout 0.1,
-        # Gaussian, normalize_reward false.
-        expectile=0.8, beta=3.0, actor_dropout=0.1, deterministic_actor=False, reward_kind="none",
-    ),
-    "kitchen": dict(
-        # IQL code configs/kitchen_config.py (paper App. B, Kitchen): expectile 0.7, β 0.5, actor dropout 0.1, no
-        # reward transform; CORL ships no kitchen IQL config.
-        expectile=0.7, beta=0.5, actor_dropout=0.1, deterministic_actor=False, reward_kind="none",
-    ),
-}
+    RENAMED: ClassVar[dict[str, str]] = {"q_lr": "critic_lr", "v_lr": "value_lr"}
 
 
-def presets(spec: DatasetSpec) -> dict[str, Any]:
-    """The preset of the dataset's domain (empty for an unknown domain)."""
-    return dict(PRESETS.get(spec.domain, {}))
-
-
-def resolve_config(cfg: IQLConfig) -> IQLConfig:
-    """--finetune without --online-steps: CORL's 1M online steps, scaled by the budget like every step field."""
-    if cfg.finetune and cfg.online_steps == 0:
-        others = {f.name for f in dataclasses.fields(cfg)} - {"online_steps"}
-        cfg = apply_budget(dataclasses.replace(cfg, online_steps=FINETUNE_ONLINE_STEPS), cfg.budget, skip=others)
-    return cfg
+def presets(cfg: IQLConfig, spec: DatasetSpec) -> dict[str, Any]:
+    """The dataset's preset from configs/iql/<--preset>/ (fine-tuning files when online; --finetune adds CORL's 1M
+    online steps)."""
+    return run_preset(ALGORITHM, cfg, spec, FALLBACK, FINETUNE_ONLINE_STEPS)
 
 
 def transforms(cfg: IQLConfig, spec: DatasetSpec) -> Transforms:
-    """State z-scoring (CORL normalize) and the domain's reward transform."""
-    kind = cfg.reward_kind if cfg.reward_kind != "auto" else PRESETS.get(spec.domain, {}).get("reward_kind", "none")
+    """State z-scoring (CORL normalize) and the reward transform (auto: o2o.transforms.default_reward_kind)."""
+    kind = default_reward_kind(spec.domain) if cfg.reward_kind == "auto" else cfg.reward_kind
     return Transforms(normalize_states=cfg.normalize_states, reward_kind=kind)
 
 
@@ -188,8 +156,8 @@ class IQL:
         # 0 at the end of the offline phase and climbs back along the cosine while fine-tuning; we keep that (closed
         # form, on the device, so a compiled update needs no host value).
         self.actor_opt = adam(self.actor.parameters(), torch.tensor(cfg.actor_lr, device=dev))
-        self.q_opt = adam(self.q.parameters(), cfg.q_lr)
-        self.v_opt = adam(self.value.parameters(), cfg.v_lr)
+        self.q_opt = adam(self.q.parameters(), cfg.critic_lr)
+        self.v_opt = adam(self.value.parameters(), cfg.value_lr)
         self.t_max = cfg.offline_steps or cfg.online_steps or 1
         self.updates = torch.zeros((), dtype=torch.int64, device=dev)
 
@@ -269,7 +237,7 @@ def algorithm(cfg: IQLConfig) -> Algorithm:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 finished, 3 diverged)."""
-    return loop.main(IQLConfig, presets, algorithm, argv, description=__doc__, resolve=resolve_config)
+    return loop.main(IQLConfig, presets, algorithm, argv, description=__doc__)
 
 
 if __name__ == "__main__":

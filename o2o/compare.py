@@ -57,7 +57,8 @@ PROBE_ONLINE_STEPS = 3
 PROBE_TIMEOUT_S = 600
 SOURCE_FILE = "compare.json"  # in <runs>/<algorithm>/: the sha256 of the file its runs came from
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_OPTION_RE = re.compile(r"^\s{2}(?:-\w, )?--([a-z][a-z0-9-]*)", re.M)
+# a flag at the start of a help line: argparse's "  --name", or inside tyro's box "│ --name"
+_OPTION_RE = re.compile(r"^(?:\s{2}|│\s)(?:-\w, )?--([a-z][a-z0-9-]*)", re.M)
 
 
 class ContractError(SuiteError):
@@ -77,7 +78,7 @@ def help_flags(file: Path, env: dict[str, str]) -> set[str]:
         raise ContractError(f"{where}: `python {where} --help` failed (exit {res.returncode}): "
                             f"{_last_line(res.stderr or res.stdout)}")
     text = res.stdout
-    head = re.search(r"^(options|optional arguments):\s*$", text, re.M)
+    head = re.search(r"^(options|optional arguments):\s*$|^╭─ options ─", text, re.M)
     flags = {f.replace("-", "_") for f in _OPTION_RE.findall(text[head.end():] if head else "")}
     if "dataset" not in flags:
         raise ContractError(f"{where}: `--help` shows no command line: the file must end with `if __name__ == "

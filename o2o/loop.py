@@ -39,12 +39,13 @@ import numpy as np
 import torch
 
 from o2o.buffer import ReplayBuffer
-from o2o.cli import RunConfig, default_out, parse_config, steps
+from o2o.cli import Presets, RunConfig, config_yaml, configure, default_out, steps
 from o2o.data import load_dataset
 from o2o.envs import make_env
 from o2o.evaluation import evaluate_members
 from o2o.nets import join_members, split_members
-from o2o.records import LOCK_FILE, RunRecorder, is_finished, lock_run_dir, read_summary, truncate_csv
+from o2o.presets import Source
+from o2o.records import LOCK_FILE, RunRecorder, atomic_write, is_finished, lock_run_dir, read_summary, truncate_csv
 from o2o.registry import DatasetSpec, normalized_score
 from o2o.rng import MemberRNG, stream_key
 from o2o.training import (
@@ -72,13 +73,15 @@ class LoopConfig(RunConfig):
     seeds: tuple[int, ...] = ()  # train these seeds in one process, each in <out>/seed<N>/ (empty: --seed alone)
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps on the dataset
     online_steps: int = steps(0, 1000)  # env steps online, one gradient step each (0 = offline only)
-    batch_size: int = 256
+    batch_size: int = 256  # transitions per gradient step, per seed
     eval_every: int = steps(5000, 500)  # offline: gradient steps between evaluations; online: env steps
     buffer_size: int = 0  # keep only the newest N transitions of dataset + online data (FIFO); 0 = keep all
     compile: bool = False  # torch.compile the whole update (CUDA graphs on a GPU); same numbers within float error
     threads: int = 1  # torch.set_num_threads (0 = torch's default); 1 suits parallel sweeps on small machines
     force: bool = False  # train again a run directory that holds a finished run (its old records are cleared)
     final_eval_episodes: int = 0  # after training, one evaluation of this many episodes: summary.json final_score
+    # where the dataset's preset comes from: configs/<algorithm>/<preset>/<dataset or domain>.yaml (README, "Presets")
+    preset: Source = "corl"
 
 
 # Fields a resumed run may change: they do not change what is trained (evaluations draw no training randomness),
@@ -87,10 +90,10 @@ class LoopConfig(RunConfig):
 # algorithm, the dataset (name and content) and the seed must equal the checkpoint's.
 SAFE_TO_CHANGE = ("eval_episodes", "eval_every", "log_every", "checkpoint_every", "device", "threads", "out",
                   "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps", "logger",
-                  "final_eval_episodes")
+                  "final_eval_episodes", "config", "preset")  # config, preset: where the (checked) values came from
 FINAL_EVAL_INDEX = 1_000_000  # evaluation index of the final evaluation: start states unlike the periodic ones
-RECORD_FILES = ("summary.json", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt", "checkpoint.json",
-                "betas.npy", "policy.pt", "run.json", "log.txt")
+RECORD_FILES = ("summary.json", "config.yaml", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt",
+                "checkpoint.json", "betas.npy", "policy.pt", "run.json", "log.txt")
 
 
 class RunLocked(RuntimeError):
@@ -200,15 +203,13 @@ def compile_step(fn: Callable[..., Any], enabled: bool, device: torch.device,
     return torch.compile(fn)
 
 
-def main(config_cls: type[LoopConfig], presets: Callable[[DatasetSpec], dict[str, Any]] | None,
-         algorithm: Callable[[Any], Algorithm], argv: list[str] | None = None, description: str = "",
-         resolve: Callable[[Any], Any] | None = None) -> int:
+def main(config_cls: type[LoopConfig], presets: Presets | None, algorithm: Callable[[Any], Algorithm],
+         argv: list[str] | None = None, description: str = "") -> int:
     """An algorithm file's command line: parse, train every seed; exit 0 (all finished), 3 (a seed diverged), or 2
     with one line on stderr for a dataset, config, checkpoint or lock problem (the run's summary.json, when it got
-    that far, says 'failed' with the same line; no traceback)."""
-    cfg = parse_config(config_cls, presets, argv, description=description)
-    if resolve is not None:
-        cfg = resolve(cfg)
+    that far, says 'failed' with the same line; no traceback). `presets(first-pass config, spec)` gives the
+    dataset's preset fields (o2o.cli.configure)."""
+    cfg = configure(config_cls, presets, argv, description=description)
     try:
         summaries = train(cfg, algorithm(cfg))
     except (ValueError, KeyError, CheckpointError, RunLocked) as e:
@@ -274,6 +275,8 @@ def _train_pack(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[P
     if len(seeds) > 1:
         for r in recorders:
             r.extra["pack"] = seeds
+    for d, c in zip(dirs, configs):  # the resolved config: `--config <dir>/config.yaml` trains the same run
+        atomic_write(d / "config.yaml", config_yaml(c))
     run_recorded(algo.name, recorders, lambda: _train(cfg, algo, seeds, dirs, configs, recorders), cfg.threads)
     for r in recorders:
         if r.status == "running":

@@ -34,9 +34,7 @@ skip/resume decision and failure record; a pack's output goes to its first seed'
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
-import dataclasses
 import fcntl
 import fnmatch
 import importlib.machinery
@@ -214,34 +212,60 @@ class Suite:
                 for n in names if not self.algorithms[n].file.is_file()]
 
 
-def config_fields(file: Path) -> set[str] | None:
-    """Field names declared in the file's classes and in project modules it imports (read, not imported)."""
-    from o2o.cli import RunConfig
+# Reads an algorithm file's config class in a fresh interpreter: the file is imported (not run), and its config is
+# the most derived o2o.cli.RunConfig subclass in its namespace. Prints {file: [field names + old names] or null}.
+_FIELDS_SCRIPT = """
+import dataclasses, importlib.util, json, sys
+from o2o.cli import RunConfig, renamed_fields
+out = {}
+for i, path in enumerate(sys.argv[1:]):
+    try:
+        spec = importlib.util.spec_from_file_location(f"_o2o_suite_algorithm_{i}", path)
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except BaseException:
+        out[path] = None
+        continue
+    found = [c for c in vars(module).values() if isinstance(c, type) and dataclasses.is_dataclass(c)
+             and issubclass(c, RunConfig)]
+    cls = max(found, key=lambda c: len(c.__mro__), default=RunConfig)
+    out[path] = sorted({f.name for f in dataclasses.fields(cls)} | set(renamed_fields(cls)))
+print(json.dumps(out))
+"""
+_FIELDS_CACHE: dict[tuple[str, int, int], set[str] | None] = {}
 
-    names = {f.name for f in dataclasses.fields(RunConfig)}
-    todo, seen = [file], set()
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        try:
-            tree = ast.parse(path.read_text())
-        except (OSError, SyntaxError, UnicodeDecodeError):
-            if path == file:
-                return None
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef):
-                names.update(st.target.id for st in node.body
-                             if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name))
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                top = node.module.split(".")[0]
-                if top in ("algorithms", "baselines") or node.module == "o2o.loop":
-                    todo.append(ROOT / (node.module.replace(".", "/") + ".py"))
-                elif node.module == "o2o" and any(a.name == "loop" for a in node.names):
-                    todo.append(ROOT / "o2o" / "loop.py")
-    return names
+
+def _stamp(file: Path) -> tuple[str, int, int]:
+    st = file.stat()
+    return str(file.resolve()), st.st_mtime_ns, st.st_size
+
+
+def load_config_fields(files: Iterable[Path]) -> None:
+    """Read the config fields of the files not read yet (or changed since), all in one subprocess."""
+    todo = {_stamp(f): f for f in {Path(f) for f in files} if f.is_file()}
+    todo = {k: f for k, f in todo.items() if k not in _FIELDS_CACHE}
+    if not todo:
+        return
+    proc = subprocess.run([sys.executable, "-c", _FIELDS_SCRIPT, *(k[0] for k in todo)], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    try:
+        found = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        found = {}
+    for key in todo:
+        names = found.get(key[0])
+        _FIELDS_CACHE[key] = None if names is None else set(names)
+
+
+def config_fields(file: Path) -> set[str] | None:
+    """The flags an algorithm file accepts: the fields of its config class (and their old names), read by importing
+    the file in a subprocess; None for a file that cannot be imported."""
+    file = Path(file)
+    if not file.is_file():
+        return None
+    load_config_fields([file])
+    return _FIELDS_CACHE.get(_stamp(file))
 
 
 def supports_seeds(file: str | Path) -> bool:
@@ -253,6 +277,7 @@ def unknown_args(suite: Suite) -> list[str]:
     """One message per `args` field that the algorithm's file does not declare (files that exist only)."""
     where = _display_path(suite.path)
     out = []
+    load_config_fields(a.file for a in suite.algorithms.values())
     for algo in suite.algorithms.values():
         fields = config_fields(algo.file) if algo.file.is_file() else None
         if fields is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -39,6 +40,9 @@ class RewardTransform:
 
     def __call__(self, r: np.ndarray | float) -> np.ndarray | float:
         return r * self.scale + self.bias
+
+
+RewardKind = Literal["none", "locomotion", "antmaze", "cql_antmaze", "unio4_antmaze"]  # reward_transform's kinds
 
 
 def reward_transform(ds: Dataset, kind: str) -> RewardTransform:

@@ -313,6 +313,13 @@ def test_comparison_with_published(collected, tmp_path):
     md = paths["published_comparison.md"].read_text()
     assert "67.53 ± 3.78" in md and f"{ours - 67.53:+.2f}" in md
     assert "\\pm" in paths["published_comparison.tex"].read_text()
+    # the row says which preset source made it (config `preset`)
+    tagged = runs.assign(config=np.where(runs["algorithm"] == "IQL", '{"preset": "corl"}', '{}'))
+    comp = tables.compare_published(tagged, pub)
+    assert set(comp.loc[comp["algorithm"] == "IQL", "preset"]) == {"corl"}
+    assert set(comp.loc[comp["algorithm"] == "FamO2O", "preset"]) == {""}
+    header, rows = tables.comparison_rows(comp[comp["algorithm"] == "IQL"])
+    assert header[2] == "Preset" and all(r[2] == "corl" for r in rows)
 
 
 def test_comparison_matches_lowercase_algorithm_names(collected):

@@ -5,6 +5,7 @@ the curve, divergence, online buffer, records columns) are tested once in tests/
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -120,7 +121,7 @@ def _bandit(cql_alpha: float, steps: int = 1000, seed: int = 0) -> tuple[np.ndar
     a = np.clip(np.where(mode == 0, -0.5, 0.5) + 0.15 * rng.standard_normal(n), -0.99, 0.99)[:, None]
     data = {"obs": np.zeros((n, 1)), "act": a, "rew": -5.0 * a[:, 0], "next_obs": np.zeros((n, 1)),
             "done": np.ones(n)}
-    cfg = cql.CQLConfig(cql_alpha=cql_alpha, policy_lr=2e-3, qf_lr=3e-3, hidden_dim=32, q_hidden_layers=2,
+    cfg = cql.CQLConfig(cql_alpha=cql_alpha, actor_lr=2e-3, critic_lr=3e-3, hidden_dim=32, q_hidden_layers=2,
                         actor_hidden_layers=2, batch_size=64)
     agent = train_agent(cql, cfg, data, steps, seeds=(seed,))
     grid = torch.linspace(-1, 1, 21).view(1, 1, 21, 1)
@@ -148,7 +149,7 @@ def test_bandit_q_is_conservative_out_of_distribution_and_policy_picks_the_bette
 
 def test_presets_follow_corl_configs_and_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
     loco = parsed(["--dataset", "hopper-medium-v2"], monkeypatch)
-    assert (loco.cql_alpha, loco.policy_lr, loco.qf_lr, loco.cql_lagrange, loco.q_hidden_layers) == (10.0, 3e-5,
+    assert (loco.cql_alpha, loco.actor_lr, loco.critic_lr, loco.cql_lagrange, loco.q_hidden_layers) == (10.0, 3e-5,
                                                                                                      3e-4, False, 3)
     assert (loco.cql_n_actions, loco.cql_importance_sample, loco.auto_entropy, loco.orthogonal_init) == (10, True,
                                                                                                          True, True)
@@ -156,16 +157,18 @@ def test_presets_follow_corl_configs_and_flags_override(monkeypatch: pytest.Monk
     ant = parsed(["--dataset", "antmaze-umaze-v2", "--budget", "short"], monkeypatch)
     assert ant.cql_lagrange and ant.cql_alpha == 5.0 and ant.cql_target_action_gap == 0.8
     assert ant.cql_max_target_backup and ant.q_hidden_layers == 5 and ant.reward_kind == "cql_antmaze"
-    assert ant.policy_lr == 1e-4 and not ant.normalize_obs and ant.offline_steps == 100_000
+    assert ant.actor_lr == 1e-4 and not ant.normalize_states and ant.offline_steps == 100_000
     pen = parsed(["--dataset", "pen-cloned-v1"], monkeypatch)
-    assert pen.cql_alpha == 1.0 and pen.policy_lr == 1e-4 and not pen.cql_max_target_backup and pen.normalize_obs
+    assert pen.cql_alpha == 1.0 and pen.actor_lr == 1e-4 and not pen.cql_max_target_backup and pen.normalize_states
     # CORL's fine-tuning configs for Adroit, chosen by main() when --online-steps > 0
     pen_o2o = parsed(["--dataset", "pen-cloned-v1", "--online-steps", "1000000"], monkeypatch)
-    assert pen_o2o.cql_max_target_backup and pen_o2o.cql_clip_diff_min == -200 and not pen_o2o.normalize_obs
+    assert pen_o2o.cql_max_target_backup and pen_o2o.cql_clip_diff_min == -200 and not pen_o2o.normalize_states
     assert pen_o2o.cql_alpha == 1.0 and pen_o2o.online_steps == 1_000_000
-    pen_flag = parsed(["--dataset", "pen-cloned-v1", "--online-steps", "10", "--normalize-obs", "true"], monkeypatch)
-    assert pen_flag.normalize_obs and pen_flag.cql_max_target_backup  # a flag still beats the fine-tuning preset
-    assert cql.presets(get_spec("hopper-medium-v2"), online=True) == cql.presets(get_spec("hopper-medium-v2"))
+    pen_flag = parsed(["--dataset", "pen-cloned-v1", "--online-steps", "10", "--normalize-states", "true"],
+                      monkeypatch)
+    assert pen_flag.normalize_states and pen_flag.cql_max_target_backup  # a flag still beats the fine-tuning preset
+    old = parsed(["--dataset", "pen-cloned-v1", "--normalize-obs", "false", "--policy-lr", "0.5"], monkeypatch)
+    assert not old.normalize_states and old.actor_lr == 0.5  # the old names still work (with a deprecation line)
     flags = parsed(["--dataset", "antmaze-umaze-v2", "--cql-alpha", "2", "--cql-lagrange", "false"], monkeypatch)
     assert flags.cql_alpha == 2.0 and not flags.cql_lagrange
     assert get_spec("antmaze-umaze-v2").domain == "antmaze"
@@ -176,7 +179,7 @@ def test_help_lists_every_field(capsys: pytest.CaptureFixture[str]) -> None:
         cql.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for name in cql.CQLConfig.__dataclass_fields__:
+    for name in (f.name for f in dataclasses.fields(cql.CQLConfig)):
         assert f"--{name.replace('_', '-')}" in text
 
 

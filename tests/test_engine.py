@@ -297,7 +297,7 @@ def test_resume_refuses_seeds_at_different_steps(hopper_file, tmp_path, capsys):
 def test_divergence_of_one_seed_leaves_the_others_running(hopper_file, tmp_path, capsys):
     """A seed that diverges is recorded 'diverged' and stops; with one seed the exit status is 3."""
     out = tmp_path / "run"
-    assert run("iql", hopper_file, out, "--offline-steps", "40", "--q-lr", "1e30") == 3
+    assert run("iql", hopper_file, out, "--offline-steps", "40", "--critic-lr", "1e30") == 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged" and "NaN/inf" in summary["error"]
     assert "diverged" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import torch
 
 from algorithms import famo2o as fam
 from baselines import iql
-from o2o.cli import parse_config
+from o2o.cli import configure
 from o2o.nets import member_parameter
 from o2o.records import EVAL_COLUMNS
 from o2o.rng import MemberRNG, member_generators
@@ -213,19 +213,19 @@ def test_update_runs_and_betas_stay_in_range(base: str) -> None:
 
 # ----------------------------------------------------------------------------------------------------- config
 def test_presets_per_domain_and_base(monkeypatch: pytest.MonkeyPatch) -> None:
-    from o2o.registry import get_spec
+    def preset(*argv: str) -> fam.FamO2OConfig:
+        return configure(fam.FamO2OConfig, fam.presets, list(argv))
 
-    am = fam.presets(get_spec("antmaze-umaze-v2"))
-    assert (am["beta_lo"], am["beta_hi"], am["expectile"]) == (8.0, 14.0, 0.9)
-    loco = fam.presets(get_spec("hopper-medium-v2"))
-    assert (loco["beta_lo"], loco["beta_hi"], loco["expectile"]) == (1.0, 5.0, 0.7)
-    assert fam.presets(get_spec("pen-human-v1"), "awac")["beta_lo"] == 8.0
-    aw = fam.presets(get_spec("hopper-medium-v2"), "awac")  # β around the project's AWAC λ⁻¹ = 3, its nets and data
-    assert (aw["beta_lo"], aw["beta_hi"], aw["n_hidden"], aw["normalize_states"], aw["reward_kind"]) == \
-        (1.0, 5.0, 3, True, "none")
-    cfg = parse_config(fam.FamO2OConfig, lambda s: fam.presets(s, "iql"),
-                       argv=["--dataset", "antmaze-umaze-v2", "--beta-hi", "12", "--budget", "smoke"])
-    assert (cfg.beta_lo, cfg.beta_hi, cfg.expectile, cfg.eval_episodes) == (8.0, 12.0, 0.9, 2)
+    am = preset("--dataset", "antmaze-umaze-v2")  # configs/famo2o_iql/official/antmaze.yaml: the official config
+    assert (am.beta_lo, am.beta_hi, am.expectile, am.awr_weight, am.preset) == (8.0, 14.0, 0.9, "official", "official")
+    loco = preset("--dataset", "hopper-medium-v2")
+    assert (loco.beta_lo, loco.beta_hi, loco.expectile) == (1.0, 5.0, 0.7)
+    assert preset("--dataset", "pen-human-v1", "--base", "awac").beta_lo == 8.0
+    aw = preset("--dataset", "hopper-medium-v2", "--base", "awac")  # β around the project's AWAC λ⁻¹ = 3
+    assert (aw.beta_lo, aw.beta_hi, aw.n_hidden, aw.normalize_states, aw.reward_kind, aw.awr_weight) == \
+        (1.0, 5.0, 3, True, "none", "paper")
+    cfg = preset("--dataset", "antmaze-umaze-v2", "--beta-hi", "12", "--budget", "smoke", "--awr-weight", "paper")
+    assert (cfg.beta_lo, cfg.beta_hi, cfg.expectile, cfg.eval_episodes, cfg.awr_weight) == (8.0, 12.0, 0.9, 2, "paper")
     assert cfg.offline_steps == 1000 and cfg.online_steps == 1000
     # main() picks the preset of --base before the other flags
     seen = []
@@ -244,7 +244,9 @@ def test_help_lists_the_common_flags(capsys: pytest.CaptureFixture[str]) -> None
     for flag in ("--dataset", "--seed", "--out", "--budget", "--device", "--online-steps", "--resume", "--base",
                  "--beta-lo", "--beta-hi"):
         assert flag in text
-    assert fam.main(["--base", "cql"]) == 2
+    with pytest.raises(SystemExit) as e:
+        fam.main(["--base", "cql"])
+    assert e.value.code == 2 and capsys.readouterr().err == "error: --base: 'cql' is not one of iql, awac\n"
 
 
 # ----------------------------------------------------------------------------------------------------- end to end

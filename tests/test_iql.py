@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from baselines import iql
-from o2o.cli import parse_config
+from o2o.cli import configure
 from o2o.nets import DeterministicActor, GaussianActor, TwinQ, ValueNet
 from o2o.rng import member_generators
 
@@ -90,8 +90,8 @@ def test_value_and_q_losses_hand_computed():
 # ---------------------------------------------------------------------------------------------------------- behaviour
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_bandit_policy_picks_best_in_support_mode(deterministic):
-    cfg = iql.IQLConfig(hidden_dim=32, batch_size=64, actor_lr=1e-3, q_lr=1e-3, v_lr=1e-3, expectile=0.9, beta=10.0,
-                        offline_steps=600, deterministic_actor=deterministic)
+    cfg = iql.IQLConfig(hidden_dim=32, batch_size=64, actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3, expectile=0.9,
+                        beta=10.0, offline_steps=600, deterministic_actor=deterministic)
     agent = train_agent(iql, cfg, bandit_data(), 600, seeds=(0, 1))
     a = agent.act(torch.zeros(2, 1, 1), explore=False)[:, 0, 0]
     assert torch.all((a > 0.4) & (a < 0.6)), a  # behaviour cloning would give ≈ 0; the good mode is at +0.5
@@ -115,7 +115,7 @@ def test_chain_values_match_the_expectile_fixed_point():
     best = gamma ** np.arange(n - 1, -1, -1)  # the dataset's best path: advance every step
     assert np.all(v09 <= best + 1e-9) and np.all(v05 < v09 - 0.05)  # the expectile lifts V towards the best path
     assert expectile_values(n, 0.999, gamma) == pytest.approx(best, abs=0.01)  # τ → 1 recovers it
-    cfg = iql.IQLConfig(hidden_dim=32, batch_size=64, actor_lr=1e-3, q_lr=1e-3, v_lr=1e-3, expectile=0.9,
+    cfg = iql.IQLConfig(hidden_dim=32, batch_size=64, actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3, expectile=0.9,
                         discount=gamma, tau=0.05, offline_steps=1500)
     agent = train_agent(iql, cfg, chain_data(n), 1500)
     eye = torch.eye(n)[None]
@@ -127,20 +127,20 @@ def test_chain_values_match_the_expectile_fixed_point():
 
 # ---------------------------------------------------------------------------------------------------------- config
 def test_presets_budget_and_flags():
-    cfg = parse_config(iql.IQLConfig, iql.presets, ["--dataset", "antmaze-umaze-v2"])
+    cfg = configure(iql.IQLConfig, iql.presets, ["--dataset", "antmaze-umaze-v2"])
     assert (cfg.expectile, cfg.beta, cfg.deterministic_actor, cfg.reward_kind) == (0.9, 10.0, False, "antmaze")
     assert cfg.eval_episodes == 100 and cfg.offline_steps == 1_000_000 and cfg.online_steps == 0
-    cfg = parse_config(iql.IQLConfig, iql.presets, ["--dataset", "pen-cloned-v1", "--budget", "short", "--beta", "1"])
+    cfg = configure(iql.IQLConfig, iql.presets, ["--dataset", "pen-cloned-v1", "--budget", "short", "--beta", "1"])
     assert (cfg.expectile, cfg.actor_dropout, cfg.beta, cfg.offline_steps) == (0.8, 0.1, 1.0, 100_000)
-    cfg = parse_config(iql.IQLConfig, iql.presets, ["--dataset", "hopper-medium-v2", "--finetune", "true"])
-    assert iql.resolve_config(cfg).online_steps == 1_000_000 and cfg.reward_kind == "locomotion"
+    cfg = configure(iql.IQLConfig, iql.presets, ["--dataset", "hopper-medium-v2", "--finetune", "true"])
+    assert cfg.online_steps == 1_000_000 and cfg.reward_kind == "locomotion"  # CORL's hopper-medium normalises
     for budget, n in (("short", 100_000), ("smoke", 1000)):
-        cfg = parse_config(iql.IQLConfig, iql.presets, ["--dataset", "hopper-medium-v2", "--finetune", "--budget",
-                                                        budget])
-        assert iql.resolve_config(cfg).online_steps == n
-    cfg = parse_config(iql.IQLConfig, iql.presets, ["--dataset", "hopper-medium-v2", "--finetune", "true",
-                                                    "--online-steps", "7"])
-    assert iql.resolve_config(cfg).online_steps == 7
+        cfg = configure(iql.IQLConfig, iql.presets, ["--dataset", "hopper-medium-v2", "--finetune", "--budget",
+                                                     budget])
+        assert cfg.online_steps == n
+    cfg = configure(iql.IQLConfig, iql.presets, ["--dataset", "hopper-medium-v2", "--finetune", "true",
+                                                 "--online-steps", "7"])
+    assert cfg.online_steps == 7
 
 
 def test_help_lists_every_field(capsys):
@@ -162,10 +162,12 @@ def test_finetune_flag_reaches_the_run(monkeypatch):
 
 def test_offline_run_records_iql_fields(hopper_file, tmp_path):
     out = tmp_path / "run"
-    assert run_main(hopper_file, out, "--offline-steps", "20", "--eval-every", "20", "--log-every", "10") == 0
+    assert run_main(hopper_file, out, "--offline-steps", "20", "--eval-every", "20", "--log-every", "10", "--preset",
+                    "paper") == 0  # the IQL paper's locomotion preset: scaled rewards
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["algorithm"] == "iql" and summary["steps"] == 20
     assert summary["config"]["expectile"] == 0.7 and summary["config"]["reward_kind"] == "locomotion"
+    assert summary["config"]["preset"] == "paper" and (out / "config.yaml").is_file()
     assert summary["extra"]["reward_kind"] == "locomotion" and summary["extra"]["reward_scale"] > 0
     metrics = read_csv(out / "metrics.csv")
     assert {"value_loss", "q_loss", "actor_loss", "q1_mean", "adv_mean", "weight_mean"} <= set(metrics[0])

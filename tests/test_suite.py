@@ -130,7 +130,7 @@ def test_unknown_suite_name_lists_the_known_ones() -> None:
 
 
 def test_args_checked_against_the_algorithm_fields(tmp_path: Path) -> None:
-    """A misspelt field of an algorithm file is reported (read from its source, not imported)."""
+    """A misspelt field of an algorithm file is reported (its config class, imported in a subprocess)."""
     s = S.load_suite(write_suite(tmp_path, algo(args={"die_at": 2, "dye_at": 2})))
     problems = S.unknown_args(s)
     assert len(problems) == 1 and "algorithms.a.args.dye_at" in problems[0]

@@ -11,7 +11,7 @@ import torch
 
 from algorithms import template
 from o2o import loop
-from o2o.cli import parse_config
+from o2o.cli import configure
 from o2o.generate import behaviour_score, generate
 from o2o.nets import DeterministicActor
 from o2o.rng import member_generators
@@ -85,7 +85,7 @@ def test_a_crashed_run_resumes_to_the_records_of_an_uninterrupted_one(hopper_fil
                 raise RuntimeError("stopped")
             return super().update(batch, online)
 
-    cfg = parse_config(template.BCConfig, template.presets, [*data, "--out", str(tmp_path / "part"), *TINY, *args])
+    cfg = configure(template.BCConfig, template.presets, [*data, "--out", str(tmp_path / "part"), *TINY, *args])
     with pytest.raises(RuntimeError, match="stopped"):
         loop.train(cfg, loop.Algorithm(template.ALGORITHM, Crashing, template.transforms))
     assert json.loads(read(tmp_path / "part" / "seed0" / "summary.json"))["status"] == "failed"
