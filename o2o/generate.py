@@ -152,14 +152,10 @@ def random_policy_state(spec: DatasetSpec, seed: int) -> dict[str, Any]:
     """A randomly initialised PPO actor (baselines/ppo.py defaults: 64x64 tanh, log σ = 0) on raw observations."""
     import torch
 
-    from baselines.ppo import GaussianActor
+    from baselines.ppo import random_actor_state
 
-    g = torch.random.fork_rng()
-    with g:
-        torch.manual_seed(seed)
-        actor = GaussianActor(spec.obs_dim, spec.act_dim)
     d = spec.obs_dim
-    return {"actor": actor.state_dict(),
+    return {"actor": random_actor_state(d, spec.act_dim, seed),
             "arch": {"obs_dim": d, "act_dim": spec.act_dim, "hidden": [64, 64], "activation": "tanh",
                      "tanh_mean": False},
             "obs_norm": {"mean": torch.zeros(d, dtype=torch.float64), "std": torch.ones(d, dtype=torch.float64),
@@ -425,9 +421,9 @@ def train_behaviour(family: str, seed: int = 0, total_steps: int = 1_000_000, sn
                     checkpoint_every=10**12, log_every=50_000, **{**BEHAVIOUR_PPO, **(ppo_overrides or {})})
     spec = get_spec(cfg.dataset)
     set_seed(seed)
-    actor, critic = make_agent(cfg, spec)
     recorder = RunRecorder(work, "ppo-behaviour", spec.name, seed, config_dict(cfg), budget="full")
-    res = run_ppo(cfg, spec, actor, critic, recorder=recorder, evaluator=Evaluator(spec, recorder, seed, 5))
+    res = run_ppo(cfg, spec, make_agent(cfg, spec), recorders=[recorder],
+                  evaluator=Evaluator(spec, recorder, seed, 5))[0]
     recorder.extra["env_steps_per_s"] = res["env_steps_per_s"]
     recorder.finish("finished")
     raw = {"snapshots": res["snapshots"], "actions": torch.from_numpy(res["actions"]),
