@@ -1075,6 +1075,8 @@ def improve(cfg: UniO4Config, data: OfflineData, critic: ValueLearner, dynamics:
         if (t + 1) % cfg.checkpoint_every == 0 and t + 1 < cfg.improve_steps:
             parts = split_members({"improver": imp.state_dict(), "batch_rng": batch_rng.state_dict(),
                                    "ope_rng": ope_rng.state_dict()}, len(pack))
+            for ck in partials:
+                ck.path.parent.mkdir(parents=True, exist_ok=True)
             save_pack(partials, [{**p, "history": h, "step": t + 1} for p, h in zip(parts, history)])
     if cfg.final_policy == "best":
         final, final_scores = imp.pi_old, imp.best.clone()
