@@ -428,8 +428,10 @@ class ValueLearner(nn.Module):
         return self.q(obs, act)
 
     def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """min_k Q_k(s, a) − V(s): (S, B)."""
-        return self.q(obs, act) - self.v(obs)
+        """min_k Q_k(s, a) − V(s): obs (S, B, d) with act (S, B, a) -> (S, B), or K actions per state act
+        (S, B, K, a) -> (S, B, K) (V once per state)."""
+        v = self.v(obs)
+        return self.q(obs, act) - (v.unsqueeze(-1) if act.dim() == 4 else v)
 
     def update(self, data: OfflineData, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """One step of every seed on its rows idx (S, B); metrics (S,)."""
@@ -794,7 +796,8 @@ class Improver:
                 a = a.clamp(-(1.0 - 1e-5), 1.0 - 1e-5)
             logp_old = gaussian_log_prob(a, mean_old, ls_old)
             q_a = a.clamp(-1.0, 1.0) if self.cfg.q_action_clip else a  # Q never saw |a| > 1 in the data
-            raw_adv = self.critic.advantage(x.reshape(s, n * b, -1), q_a.reshape(s, n * b, -1)).view(s * n, b)
+            per_state = q_a.view(s, n, b, -1).transpose(1, 2)  # (S, B, N, a): the N members' actions at each state
+            raw_adv = self.critic.advantage(obs, per_state).transpose(1, 2).contiguous().view(s * n, b)
             adv = normalize_advantage(raw_adv, self.cfg.omega if self.critic.method == "mc_sarsa" else None)
         mean, log_std = self.pi.mean_log_std(x)
         logp = gaussian_log_prob(a, mean, log_std)
