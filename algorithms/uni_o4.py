@@ -884,7 +884,8 @@ def stage_keys(cfg: UniO4Config) -> dict[str, str]:
 
 
 class StageCache:
-    """`<seed dir>/cache/<stage>-<hash>.pt`, written atomically, loaded with weights_only=True."""
+    """`<seed dir>/cache/<stage>-<hash>.pt` ({"state": the seed's module state, "info": JSON}), written atomically,
+    loaded with weights_only=True."""
 
     def __init__(self, root: Path, enabled: bool = True) -> None:
         self.root, self.enabled = root, enabled
@@ -922,6 +923,17 @@ class StageCache:
 # ======================================================================================================================
 # Training: the stages in order, each for a pack of seeds
 # ======================================================================================================================
+def stage_entries(state: dict[str, Any], infos: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A packed module state as one cache entry per seed: {"state": that seed's part, "info": JSON of its info}."""
+    return [{"state": part, "info": json.dumps(info)} for part, info in zip(split_members(state, len(infos)), infos)]
+
+
+def load_entries(module: Any, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Inverse of stage_entries: the seeds' states into one packed module (load_state_dict); returns their infos."""
+    module.load_state_dict(join_members([e["state"] for e in entries]))
+    return [json.loads(e["info"]) for e in entries]
+
+
 class _AllDiverged(Exception):
     """Every seed of the run diverged: nothing left to train."""
 
@@ -1267,13 +1279,13 @@ def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
     # ---- 1. value learning
     def fit_critic_stage(sub: Pack) -> list[dict[str, Any]]:
         if cfg.critic_from:
-            return [iql_critic_state(cfg.critic_from.format(seed=s)) for s in sub.seeds]
-        return split_members(critic_state(fit_critic(cfg, data, sub, device)), len(sub))
+            return [{"state": iql_critic_state(cfg.critic_from.format(seed=s)), "info": "{}"} for s in sub.seeds]
+        return stage_entries(critic_state(fit_critic(cfg, data, sub, device)), [{}] * len(sub))
 
     crit_states = stage("critic", fit_critic_stage)
     critic = ValueLearner(cfg, od, ad, seeds).to(device)
     try:
-        load_critic_state(critic, join_members(crit_states))
+        load_critic_state(critic, join_members([st["state"] for st in crit_states]))
     except RuntimeError:
         raise ValueError(f"--critic-from {cfg.critic_from}: its networks do not have this run's widths (--q-hidden "
                          f"{cfg.q_hidden} --q-depth {cfg.q_depth} --v-hidden {cfg.v_hidden} --v-depth "
@@ -1282,13 +1294,11 @@ def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
     # ---- 3. dynamics model (trained before BC as in main.py; independent of it)
     def fit_dynamics_stage(sub: Pack) -> list[dict[str, Any]]:
         model, infos = fit_dynamics(cfg, data, sub, device)
-        return [{"model": p, "info": json.dumps(info)}
-                for p, info in zip(split_members(model.state_dict(), len(sub)), infos)]
+        return stage_entries(model.state_dict(), infos)
 
     dyn_states = stage("dynamics", fit_dynamics_stage)
     dynamics = make_dynamics(cfg, od, ad, seeds).to(device)
-    dynamics.load_state_dict(join_members([st["model"] for st in dyn_states]))
-    dyn_info = [json.loads(st["info"]) for st in dyn_states]
+    dyn_info = load_entries(dynamics, dyn_states)
     _extra_all(pack, {"dynamics_epochs": [d["epochs"] for d in dyn_info],
                       "dynamics_elites": [d["elites"] for d in dyn_info],
                       "dynamics_elite_holdout_mse": [d["elite_holdout_mse"] for d in dyn_info]})
@@ -1296,13 +1306,11 @@ def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
     # ---- 2. ensemble BC
     def fit_bc_stage(sub: Pack) -> list[dict[str, Any]]:
         policy, last = fit_bc(cfg, data, sub, device)
-        return [{"policy": p, "metrics": json.dumps(m)}
-                for p, m in zip(split_members(policy.state_dict(), len(sub)), last)]
+        return stage_entries(policy.state_dict(), last)
 
     bc_states = stage("bc", fit_bc_stage)
     bc_policy = make_policy(cfg, od, ad, seeds).to(device)
-    bc_policy.load_state_dict(join_members([st["policy"] for st in bc_states]))
-    bc_metrics = [json.loads(st["metrics"]) for st in bc_states]
+    bc_metrics = load_entries(bc_policy, bc_states)
     _extra_all(pack, {k: [m.get(src) for m in bc_metrics] for k, src in
                       (("bc_pair_kl", "pair_kl"), ("bc_pair_action_dist", "pair_action_dist"), ("bc_nll", "bc_nll"))})
 
@@ -1345,14 +1353,15 @@ def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
     def fit_improve_stage(sub: Pack) -> list[dict[str, Any]]:
         idx = [seeds.index(s) for s in sub.seeds]
 
-        def pick(states: list[dict[str, Any]]) -> Any:
-            return join_members([states[i] for i in idx])
+        def pick(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [entries[i] for i in idx]
 
-        sub_critic = load_critic_state(ValueLearner(cfg, od, ad, sub.seeds).to(device), pick(crit_states))
+        sub_critic = ValueLearner(cfg, od, ad, sub.seeds).to(device)
+        load_critic_state(sub_critic, join_members([e["state"] for e in pick(crit_states)]))
         sub_dyn = make_dynamics(cfg, od, ad, sub.seeds).to(device)
-        sub_dyn.load_state_dict(pick([st["model"] for st in dyn_states]))
+        load_entries(sub_dyn, pick(dyn_states))
         pol = make_policy(cfg, od, ad, sub.seeds).to(device)
-        pol.load_state_dict(pick([st["policy"] for st in bc_states]))
+        load_entries(pol, pick(bc_states))
         on_eval = None if online_started else (
             lambda p, step, o: evaluate_members(sub, p, step, "improve", o, code=step))
         partials = [caches[i].partial(keys[i]["improve"]) for i in idx]
@@ -1360,13 +1369,11 @@ def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
         infos = [{"ope": res["ope"][j].tolist(), "ope_bc": res["ope_bc"][j].tolist(), "best": res["best"][j].tolist(),
                   "replacements": res["replacements"][j].tolist(), "history": res["history"][j]}
                  for j in range(len(sub))]
-        return [{"policy": p, "info": json.dumps(info)}
-                for p, info in zip(split_members(res["policy"].state_dict(), len(sub)), infos)]
+        return stage_entries(res["policy"].state_dict(), infos)
 
     imp_states = stage("improve", fit_improve_stage)
     final = make_policy(cfg, od, ad, seeds).to(device)
-    final.load_state_dict(join_members([st["policy"] for st in imp_states]))
-    imp = [json.loads(st["info"]) for st in imp_states]
+    imp = load_entries(final, imp_states)
     _extra_all(pack, {"ope_bc": [x["ope_bc"] for x in imp], "ope_final": [x["ope"] for x in imp],
                       "ope_best": [x["best"] for x in imp], "behaviour_replacements": [x["replacements"] for x in imp],
                       "ope_queries": [len(x["history"]) for x in imp]})

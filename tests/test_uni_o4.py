@@ -405,7 +405,7 @@ def test_fit_critic_hook_and_a_critic_cached_from_outside_is_reused(tmp_path, ho
     critic = U.fit_critic(cfg, data, pack, torch.device("cpu"), on_flush=lambda t, c: seen.append((t, c)))
     assert [t for t, _ in seen] == [20, 40, 60] and all(c is critic for _, c in seen)
     key = U.stage_keys(cfg)["critic"]
-    U.StageCache(out / "cache").save(key, U.split_members(U.critic_state(critic), 1)[0])
+    U.StageCache(out / "cache").save(key, U.stage_entries(U.critic_state(critic), [{}])[0])
     (summary,) = U.train(cfg)
     assert summary["status"] == "finished", summary["error"]
     assert key in summary["extra"]["cache_hits"]
@@ -427,7 +427,8 @@ def test_critic_from_an_iql_run_replaces_the_critic_stage(tmp_path, hopper_file)
     summaries = U.train(cfg)
     assert [s["status"] for s in summaries] == ["finished", "finished"]
     for s in (0, 1):
-        cached = torch.load(next((tmp_path / "u" / f"seed{s}" / "cache").glob("critic-*.pt")), weights_only=True)
+        entry = next((tmp_path / "u" / f"seed{s}" / "cache").glob("critic-*.pt"))
+        cached = torch.load(entry, weights_only=True)["state"]
         ours = torch.load(tmp_path / "iql" / f"seed{s}" / "checkpoint.pt", weights_only=True)["agent"]
         assert all(torch.equal(cached["q"][k], ours["q"][k]) for k in ours["q"])
         assert all(torch.equal(cached["v"][k], ours["value"][k]) for k in ours["value"])

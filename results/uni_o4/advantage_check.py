@@ -61,12 +61,12 @@ def load_run(run: Path) -> tuple[U.UniO4Config, object, U.OfflineData, U.ValueLe
     st = cache.load(keys["critic"], device)
     if st is None:
         raise SystemExit(f"{run}: no cached critic {keys['critic']} (was the run made with --cache false?)")
-    critic = U.load_critic_state(U.ValueLearner(cfg, obs_dim, act_dim, [cfg.seed]), st)
+    critic = U.load_critic_state(U.ValueLearner(cfg, obs_dim, act_dim, [cfg.seed]), st["state"])
     bc = U.make_policy(cfg, obs_dim, act_dim, [cfg.seed])
     st = cache.load(keys["bc"], device)
     if st is None:
         raise SystemExit(f"{run}: no cached BC ensemble {keys['bc']}")
-    bc.load_state_dict(st["policy"])
+    bc.load_state_dict(st["state"])
     return cfg, ds, data, critic, bc
 
 
@@ -174,7 +174,7 @@ def curve(args: argparse.Namespace) -> dict:
     critic = U.fit_critic(cfg, data, U.Pack([cfg.seed], [args.out], [recorder]), torch.device("cpu"),
                           on_flush=on_flush)
     keys, old_keys = U.stage_keys(cfg), U.stage_keys(cfg0)
-    U.StageCache(args.out / "cache").save(keys["critic"], U.split_members(U.critic_state(critic), 1)[0])
+    U.StageCache(args.out / "cache").save(keys["critic"], U.stage_entries(U.critic_state(critic), [{}])[0])
     for stage in ("dynamics", "bc"):
         assert keys[stage] == old_keys[stage]
         link = args.out / "cache" / f"{keys[stage]}.pt"

@@ -117,13 +117,14 @@ def rank(args: argparse.Namespace) -> None:
     data = U.prepare_data(ds, cfg, device)
     keys, cache = U.stage_keys(cfg), U.StageCache(Path(cfg.out) / "cache")
     obs_dim, act_dim = data.obs.shape[1], data.act.shape[1]
-    critic = U.load_critic_state(U.ValueLearner(cfg, obs_dim, act_dim, [cfg.seed]), cache.load(keys["critic"], device))
+    critic = U.ValueLearner(cfg, obs_dim, act_dim, [cfg.seed])
+    U.load_critic_state(critic, cache.load(keys["critic"], device)["state"])
     dyn = U.make_dynamics(cfg, obs_dim, act_dim, [cfg.seed])
-    dyn.load_state_dict(cache.load(keys["dynamics"], device)["model"])
+    dyn.load_state_dict(cache.load(keys["dynamics"], device)["state"])
 
     def ensemble(key: str) -> U.BoundedGaussianActor:
         pe = U.make_policy(cfg, obs_dim, act_dim, [cfg.seed])
-        pe.load_state_dict(cache.load(key, device)["policy"])
+        pe.load_state_dict(cache.load(key, device)["state"])
         return pe
 
     def member(pe: U.BoundedGaussianActor, k: int) -> U.BoundedGaussianActor:
