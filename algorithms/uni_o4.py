@@ -1291,26 +1291,26 @@ def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
                          f"{cfg.q_hidden} --q-depth {cfg.q_depth} --v-hidden {cfg.v_hidden} --v-depth "
                          f"{cfg.v_depth})") from None
 
-    # ---- 3. dynamics model (trained before BC as in main.py; independent of it)
-    def fit_dynamics_stage(sub: Pack) -> list[dict[str, Any]]:
-        model, infos = fit_dynamics(cfg, data, sub, device)
-        return stage_entries(model.state_dict(), infos)
+    def module_stage(name: str, fit: Callable[[Pack], tuple[nn.Module, list[dict[str, Any]]]], module: nn.Module
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A stage whose fit returns (packed module, infos): its cache entries, loaded into `module`, and the infos."""
+        def fit_entries(sub: Pack) -> list[dict[str, Any]]:
+            fitted, infos = fit(sub)
+            return stage_entries(fitted.state_dict(), infos)
 
-    dyn_states = stage("dynamics", fit_dynamics_stage)
+        entries = stage(name, fit_entries)
+        return entries, load_entries(module, entries)
+
+    # ---- 3. dynamics model (trained before BC as in main.py; independent of it)
     dynamics = make_dynamics(cfg, od, ad, seeds).to(device)
-    dyn_info = load_entries(dynamics, dyn_states)
+    dyn_states, dyn_info = module_stage("dynamics", lambda sub: fit_dynamics(cfg, data, sub, device), dynamics)
     _extra_all(pack, {"dynamics_epochs": [d["epochs"] for d in dyn_info],
                       "dynamics_elites": [d["elites"] for d in dyn_info],
                       "dynamics_elite_holdout_mse": [d["elite_holdout_mse"] for d in dyn_info]})
 
     # ---- 2. ensemble BC
-    def fit_bc_stage(sub: Pack) -> list[dict[str, Any]]:
-        policy, last = fit_bc(cfg, data, sub, device)
-        return stage_entries(policy.state_dict(), last)
-
-    bc_states = stage("bc", fit_bc_stage)
     bc_policy = make_policy(cfg, od, ad, seeds).to(device)
-    bc_metrics = load_entries(bc_policy, bc_states)
+    bc_states, bc_metrics = module_stage("bc", lambda sub: fit_bc(cfg, data, sub, device), bc_policy)
     _extra_all(pack, {k: [m.get(src) for m in bc_metrics] for k, src in
                       (("bc_pair_kl", "pair_kl"), ("bc_pair_action_dist", "pair_action_dist"), ("bc_nll", "bc_nll"))})
 
