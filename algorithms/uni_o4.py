@@ -45,7 +45,7 @@ Differences from the official code, on purpose (each is also noted where it happ
 - Cached stages are keyed by a hash of every config field that determines them (the official code reuses cached
   critics and dynamics across runs with different hyperparameters).
 - The dynamics fit stops after `dyn_max_updates` gradient steps at the latest (official: only holdout early
-  stopping); the full budget's bound is above what early stopping reaches on D4RL locomotion.
+  stopping; the full budget's bound, 2M, is about 500 epochs of a 1M-transition dataset).
 - The online actor keeps the offline distribution; ppo_finetune/net.py applies tanh twice to the log-std of the
   loaded policy, which changes its σ at the hand-over. The official `dynamic` reward scaling path cannot run
   (`reward_normalize` returns None), so presets use fixed reward scales (see PRESETS).
