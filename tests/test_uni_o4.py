@@ -530,3 +530,24 @@ def test_advantage_check_scores_within_state_ranking():
     assert bad["within_state_spearman_mean"] == pytest.approx(-1.0) and bad["true_gain_critic_argmax"] < 0
     noise = A.score(_TableCritic(rng.normal(size=(20, 8)) + offset), obs, acts, true)
     assert abs(noise["within_state_spearman_mean"]) < 0.3 and noise["within_share_of_critic_adv_variance"] < 0.5
+
+
+def test_hopper_question_table_reads_scores_and_lengths(tmp_path):
+    """results/uni_o4/hopper_question.py: means of score and episode length per evaluation point, from the records."""
+    import importlib.util
+
+    from o2o.records import RunRecorder
+
+    path = Path(__file__).resolve().parents[1] / "results" / "uni_o4" / "hopper_question.py"
+    spec = importlib.util.spec_from_file_location("hopper_question", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rec = RunRecorder(tmp_path, "uni_o4", "local:hopper-medium", 0, {})
+    points = ((100, "bc", (30.0, 32.0), (200, 220)), (110, "improve", (20.0, 26.0), (90, 150)),
+              (120, "improve", (22.0, 24.0), (100, 110)))
+    for step, stage, scores, lengths in points:
+        for k, (z, n) in enumerate(zip(scores, lengths)):
+            rec.log_eval(step, "offline", 0, z, 10 * z, 1.0, None, float(n), member=k, stage=stage, ope=1.0)
+    rec.extra.update(member_scores=[22.0, 24.0], ope_bc=[1.0, 3.0], ope_best=[2.0, 4.0], behaviour_replacements=[1, 0])
+    rec.finish("finished")
+    assert mod.row("x", tmp_path) == "| x | 31.0 / 210 | 23.0 / 120 | 23.0 / 105 | 22.0, 24.0 | 1, 0 | 2.0 → 3.0 |"
