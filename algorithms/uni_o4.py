@@ -21,7 +21,8 @@ method runs:
    and every K steps queries AM-Q, the offline policy evaluation
      AM-Q(π) = E_{s_0~D, s_{t+1}~T̂(s_t, π(s_t))}[ mean_t Q(s_t, π(s_t)) ],  t < H,
    with the learned model T̂. Only a member whose AM-Q beats its best so far replaces its behaviour policy:
-   π^i_{k+1} ← π^i (the "multi-step" improvement); the others keep π^i_k.
+   π^i_{k+1} ← π^i (the "multi-step" improvement); the others keep π^i_k (`--gate never`: no member ever does, a
+   control that measures what the gate adds).
 5. One member initialises online PPO: by AM-Q alone here (`--selection ope`, the default: an offline result must
    not depend on real-environment returns), or by the official rule (`--selection official`: top-3 by AM-Q, then
    the best *real-environment* score; that uses online evaluations, and summary.json's extra says so). The online
@@ -29,15 +30,22 @@ method runs:
    normalisation, and PPO is `baselines.ppo.run_ppo` with the official ppo_finetune settings per family (PRESETS;
    AntMaze and Kitchen have no official online script: main.py's defaults, AntMaze rewards × 0.1 on top of 10r − 5).
 
+Seeds packed (`--seeds 0,1,2`, one run directory `<out>/seed<N>/` per seed, as the engine's o2o.loop.run_dirs):
+every network is an o2o.nets module with a leading member axis, seeds × members: the critic S, BC S × N, the
+dynamics model S × 7, the improvement and AM-Q S × N; every random number comes from the seed's own stream
+(o2o.rng.MemberRNG), losses are each seed's own and summed, so a seed gets the records it gets alone
+(tests/test_uni_o4.py). Stage caches are per seed (`<seed dir>/cache/`): a pack trains a stage only for the seeds
+whose cache misses it.
+
 Differences from the official code, on purpose (each is also noted where it happens):
 - `--bc-disagreement working` (default) adds a penalty whose gradient acts; the official one is `official`.
 - Timeouts bootstrap (`bootstrap_timeouts`): our loader gives the true s' of a truncated step, the official buffer
   pairs it with the next episode's first state and therefore masks it.
-- The ensembles (twin Q, BC policies, dynamics members, improving policies) are stacked-weight modules evaluated with
-  one batched matmul per layer; per-member Adam and per-member grad-norm clipping keep them independent.
 - AM-Q uses the same 512 start states for all members of one query (common random numbers across members).
 - Cached stages are keyed by a hash of every config field that determines them (the official code reuses cached
   critics and dynamics across runs with different hyperparameters).
+- The dynamics fit stops after `dyn_max_updates` gradient steps at the latest (official: only holdout early
+  stopping; the full budget's bound, 2M, is about 500 epochs of a 1M-transition dataset).
 - The online actor keeps the offline distribution; ppo_finetune/net.py applies tanh twice to the log-std of the
   loaded policy, which changes its σ at the hand-over. The official `dynamic` reward scaling path cannot run
   (`reward_normalize` returns None), so presets use fixed reward scales (see PRESETS).
@@ -52,6 +60,7 @@ Offline `step` in evals.csv counts gradient steps: critic updates, then BC updat
 
 Usage:
   python algorithms/uni_o4.py --dataset hopper-medium-v2 --seed 0 --out DIR --budget smoke|short|full --device cpu
+  python algorithms/uni_o4.py --dataset local:hopper-medium --seeds 0,1 --budget smoke    # two seeds, one process
   python algorithms/uni_o4.py --dataset local:hopper-medium --bc-disagreement official --selection official
 Every config field is a flag (`--help`). Exit status: 0 finished, 3 diverged, 1 failed.
 """
@@ -65,9 +74,10 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,32 +85,43 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.distributions import Normal
 
 if __package__ in (None, ""):  # `python algorithms/uni_o4.py` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from o2o.cli import RunConfig, dataset_spec, default_out, parse_config, steps  # noqa: E402
+from baselines.ppo import PPOAgent, PPOConfig, gaussian_log_prob, pad_rows, ppo_loss, run_ppo  # noqa: E402
+from o2o.cli import RunConfig, dataset_spec, parse_config, steps  # noqa: E402
 from o2o.data import Dataset, load_dataset  # noqa: E402
+from o2o.loop import run_dirs  # noqa: E402
+from o2o.nets import (  # noqa: E402
+    BoundedGaussianActor,
+    ProbabilisticEnsemble,
+    TwinQ,
+    ValueNet,
+    adam,
+    clip_grad_norm_per_member,
+    join_members,
+    mean_per_member,
+    soft_update,
+    split_members,
+)
 from o2o.records import RunRecorder  # noqa: E402
 from o2o.registry import DatasetSpec  # noqa: E402
+from o2o.rng import MemberRNG, member_generators  # noqa: E402
 from o2o.training import (  # noqa: E402
     Checkpointer,
-    DivergenceError,
     Evaluator,
     MetricLog,
     config_dict,
     pick_device,
-    rng_state,
+    recover_pack,
     run_recorded,
-    set_rng_state,
-    set_seed,
-    torch_policy,
+    save_pack,
 )
 from o2o.transforms import ObsNormalizer, RewardTransform, clip_actions, reward_transform  # noqa: E402
 
 ALGORITHM = "uni_o4"
-CACHE_VERSION = 1  # bump when a stage's computation changes, so that old cached artefacts are not reused
+CACHE_VERSION = 2  # bump when a stage's computation changes, so that old cached artefacts are not reused
 LOG_STD_RANGE = (-5.0, 0.0)  # net.py GaussPolicyMLP: tanh output mapped linearly onto (−5, 0)
 ADV_EPS = 1e-10  # utils.py CONST_EPS in the advantage normalisation
 
@@ -111,6 +132,8 @@ ADV_EPS = 1e-10  # utils.py CONST_EPS in the advantage normalisation
 @dataclass
 class UniO4Config(RunConfig):
     """Uni-O4 hyperparameters. Defaults: the official main.py defaults and its locomotion scripts (PRESETS)."""
+
+    seeds: tuple[int, ...] = ()  # train these seeds in one process, each in <out>/seed<N>/ (empty: --seed alone)
 
     # ---- data (buffer.py)
     state_norm: bool = True  # z-score states with dataset mean/std (official --is_state_norm; scripts set it)
@@ -133,6 +156,8 @@ class UniO4Config(RunConfig):
     omega: float = 0.7  # expectile of V (IQL path); weight of positive advantages on the MC path (official --omega)
     tau: float = 0.005  # Polyak rate of the target Q
     target_every: int = 2  # --target_update_freq
+    critic_from: str = ""  # an IQL run's checkpoint.pt (baselines/iql.py, same widths): its twin Q and V replace
+    #                        this stage (hypothesis H1 of results/uni_o4/README.md); empty = train the critic
     # ---- 2. ensemble BC (BC_ensemble.py)
     n_policies: int = 4  # --num_policies
     bc_steps: int = steps(400_000, 100)  # --bc_steps
@@ -155,6 +180,7 @@ class UniO4Config(RunConfig):
     dyn_holdout_max: int = 1000
     dyn_patience: int = 5  # epochs without a >1% holdout improvement of any member (max_epochs_since_update)
     dyn_max_epochs: int = steps(1000, 2)  # official: unbounded (None)
+    dyn_max_updates: int = steps(2_000_000, 300)  # gradient steps at most (official: none; early stopping ends it)
     dyn_logvar_coef: float = 0.01
     # ---- 4. multi-step improvement (abppo.py, main.py)
     improve_steps: int = steps(10_000, 100)  # --bppo_steps
@@ -168,6 +194,7 @@ class UniO4Config(RunConfig):
     ope_every: int = 100  # --eval_step: AM-Q query interval (steps)
     ope_horizon: int = steps(1000, 10)  # --rollout_step
     ope_batch: int = 512  # rollout_batch_size
+    gate: str = "amq"  # amq: a member replaces π_k when its AM-Q beats its best (official) | never (control, H3)
     final_policy: str = "last"  # last (official: the current π after the last step) | best (π_k, best AM-Q)
     offline_eval_every: int = 0  # improvement steps between env evaluations of every member (0: at the end only)
     # ---- 5. selection and online phase (ppo_finetune/)
@@ -285,7 +312,7 @@ def presets(spec: DatasetSpec) -> dict[str, Any]:
 
 
 CHOICES = {"value_method": ("iql", "mc_sarsa"), "bc_disagreement": ("working", "official", "none"),
-           "final_policy": ("last", "best"), "selection": ("ope", "official"),
+           "final_policy": ("last", "best"), "selection": ("ope", "official"), "gate": ("amq", "never"),
            "online_critic_init": ("offline_v", "mc"), "pi_activation": ("relu", "tanh")}
 
 
@@ -296,176 +323,16 @@ def check_config(cfg: UniO4Config) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be one of {allowed}, not {getattr(cfg, name)!r}")
     if len(cfg.dyn_weight_decay) != len(cfg.dyn_hidden) + 1:
         raise ValueError("dyn_weight_decay needs one entry per dynamics layer (len(dyn_hidden) + 1)")
+    if not cfg.dyn_hidden or len(set(cfg.dyn_hidden)) != 1:
+        raise ValueError(f"dyn_hidden must be one or more equal widths, not {cfg.dyn_hidden}")
+    if cfg.critic_from and cfg.value_method != "iql":
+        raise ValueError("--critic-from loads an IQL critic: it needs --value-method iql")
     if cfg.dyn_elites > cfg.dyn_members or cfg.n_policies < 1:
         raise ValueError("need dyn_elites <= dyn_members and n_policies >= 1")
 
 
 # ======================================================================================================================
-# Networks: stacked-weight ensembles (one batched matmul per layer for all members)
-# ======================================================================================================================
-class EnsembleLinear(nn.Module):
-    """n independent Linear layers: (n, B, in) -> (n, B, out) with torch.baddbmm."""
-
-    def __init__(self, n: int, in_dim: int, out_dim: int, init: str = "torch") -> None:
-        super().__init__()
-        self.n, self.in_dim, self.out_dim = n, in_dim, out_dim
-        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.zeros(n, 1, out_dim))
-        with torch.no_grad():
-            if init == "torch":  # nn.Linear's default: kaiming_uniform(a=√5) = U(±1/√in), bias U(±1/√in)
-                bound = 1.0 / math.sqrt(in_dim)
-                self.weight.uniform_(-bound, bound)
-                self.bias.uniform_(-bound, bound)
-            elif init == "orthogonal":  # net.py GaussPolicyMLP: orthogonal (gain 1), zero bias
-                for k in range(n):
-                    nn.init.orthogonal_(self.weight[k], gain=1.0)
-            elif init == "trunc_normal":  # transition_model/models/nets.py EnsembleLinear
-                nn.init.trunc_normal_(self.weight, std=1.0 / (2.0 * math.sqrt(in_dim)))
-            else:
-                raise ValueError(f"unknown init {init!r}")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-def _activation(name: str) -> nn.Module:
-    return {"relu": nn.ReLU(), "tanh": nn.Tanh(), "swish": nn.SiLU()}[name]
-
-
-def ensemble_mlp(n: int, dims: list[int], activation: str, init: str, out_tanh: bool = False) -> nn.Sequential:
-    """Stacked MLP dims[0] -> ... -> dims[-1] with `activation` between layers (and tanh at the end if asked)."""
-    layers: list[nn.Module] = []
-    for i in range(len(dims) - 1):
-        layers.append(EnsembleLinear(n, dims[i], dims[i + 1], init))
-        if i < len(dims) - 2:
-            layers.append(_activation(activation))
-    if out_tanh:
-        layers.append(nn.Tanh())
-    return nn.Sequential(*layers)
-
-
-def _expand(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, D) -> (n, B, D) view; (n, B, D) unchanged."""
-    return x.unsqueeze(0).expand(n, *x.shape) if x.dim() == 2 else x
-
-
-def _gauss_params(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a tanh-ended net output into (μ ∈ (−1, 1), log σ ∈ (−5, 0)) as net.py soft_clamp does."""
-    mu, t = out.chunk(2, dim=-1)
-    lo, hi = LOG_STD_RANGE
-    return mu, lo + 0.5 * (hi - lo) * (t + 1.0)
-
-
-class GaussPolicy(nn.Module):
-    """One policy π(a|s) = N(μ(s), σ(s)²): the member handed to online PPO (`dist`, `act` as run_ppo expects)."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, depth: int, activation: str) -> None:
-        super().__init__()
-        self.obs_dim, self.act_dim = obs_dim, act_dim
-        dims = [obs_dim] + [hidden] * depth + [2 * act_dim]
-        layers: list[nn.Module] = []
-        for i in range(len(dims) - 1):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            layers.append(_activation(activation) if i < len(dims) - 2 else nn.Tanh())
-        self.net = nn.Sequential(*layers)
-
-    def dist(self, obs: torch.Tensor) -> Normal:
-        mu, log_std = _gauss_params(self.net(obs))
-        return Normal(mu, log_std.exp(), validate_args=False)
-
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Deterministic action: the mean, clamped to [−1, 1] (select_action(is_sample=False))."""
-        return _gauss_params(self.net(obs))[0].clamp(-1.0, 1.0)
-
-    forward = act
-
-
-class PolicyEnsemble(nn.Module):
-    """N Gaussian policies with stacked weights; dist/act of (B, D) or per-member (N, B, D) states -> (N, B, A)."""
-
-    def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: int, depth: int, activation: str) -> None:
-        super().__init__()
-        self.n, self.obs_dim, self.act_dim = n, obs_dim, act_dim
-        self.hidden, self.depth, self.activation = hidden, depth, activation
-        self.net = ensemble_mlp(n, [obs_dim] + [hidden] * depth + [2 * act_dim], activation, "orthogonal",
-                                out_tanh=True)
-
-    def params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _gauss_params(self.net(_expand(obs, self.n)))
-
-    def dist(self, obs: torch.Tensor) -> Normal:
-        mu, log_std = self.params(obs)
-        return Normal(mu, log_std.exp(), validate_args=False)
-
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.params(obs)[0].clamp(-1.0, 1.0)
-
-    def member(self, k: int) -> GaussPolicy:
-        """Member k as a standalone GaussPolicy (a copy of its weights)."""
-        pol = GaussPolicy(self.obs_dim, self.act_dim, self.hidden, self.depth, self.activation)
-        lins = [m for m in pol.net if isinstance(m, nn.Linear)]
-        ens = [m for m in self.net if isinstance(m, EnsembleLinear)]
-        with torch.no_grad():
-            for lin, el in zip(lins, ens):
-                lin.weight.copy_(el.weight[k].T)
-                lin.bias.copy_(el.bias[k, 0])
-        return pol.to(self.net[0].weight.device)
-
-
-class QEnsemble(nn.Module):
-    """n Q(s, a) nets (n = 2: the twin Q of the IQL path; n = 1: the SARSA Q); forward -> (n, B)."""
-
-    def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: int, depth: int) -> None:
-        super().__init__()
-        self.n = n
-        self.net = ensemble_mlp(n, [obs_dim + act_dim] + [hidden] * depth + [1], "relu", "torch")
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        sa = torch.cat([obs, act], -1)
-        return self.net(_expand(sa, self.n)).squeeze(-1)
-
-
-class VNet(nn.Module):
-    """V(s) -> (B,); also the online PPO critic."""
-
-    def __init__(self, obs_dim: int, hidden: int, depth: int) -> None:
-        super().__init__()
-        dims = [obs_dim] + [hidden] * depth + [1]
-        layers: list[nn.Module] = []
-        for i in range(len(dims) - 1):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < len(dims) - 2:
-                layers.append(nn.ReLU())
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs).squeeze(-1)
-
-
-def stacked_params(module: nn.Module) -> list[nn.Parameter]:
-    """Parameters whose first dim is the ensemble dim."""
-    return [p for m in module.modules() if isinstance(m, EnsembleLinear) for p in (m.weight, m.bias)]
-
-
-def clip_grad_norm_per_member(params: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """torch.nn.utils.clip_grad_norm_ applied to each member separately (no host sync). Returns the norms (n,)."""
-    sq = sum(p.grad.reshape(p.shape[0], -1).square().sum(1) for p in params)
-    norms = sq.sqrt()
-    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for p in params:
-        p.grad.mul_(scale.view(-1, *([1] * (p.dim() - 1))))
-    return norms
-
-
-@torch.no_grad()
-def copy_members(dst: nn.Module, src: nn.Module, mask: torch.Tensor) -> None:
-    """dst's members where mask (n,) is True become src's (the other members keep their weights)."""
-    for pd, ps in zip(stacked_params(dst), stacked_params(src)):
-        pd.copy_(torch.where(mask.view(-1, *([1] * (pd.dim() - 1))), ps, pd))
-
-
-# ======================================================================================================================
-# Data
+# Data: one copy on the device; each seed draws its own batches (S, B) from its own stream
 # ======================================================================================================================
 @dataclass
 class OfflineData:
@@ -477,35 +344,35 @@ class OfflineData:
     next_obs: torch.Tensor  # normalised s'
     next_act: torch.Tensor  # a' (SARSA)
     not_done: torch.Tensor
-    mc_return: torch.Tensor  # discounted MC return of the transformed rewards
+    mc_return: torch.Tensor | None  # discounted MC return of the transformed rewards (MC paths only)
     raw_obs: torch.Tensor  # unnormalised s (dynamics model, AM-Q start states)
     raw_next_obs: torch.Tensor
     bc_index: torch.Tensor  # rows used for BC
     obs_mean: torch.Tensor
     obs_std: torch.Tensor
     normalizer: ObsNormalizer | None
-    reward_fn: RewardTransform
+    reward_fn: RewardTransform | None
 
     def __len__(self) -> int:
         return self.obs.shape[0]
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw states -> the states the networks see."""
         return (raw - self.obs_mean) / self.obs_std
 
 
 def prepare_data(ds: Dataset, cfg: UniO4Config, device: torch.device) -> OfflineData:
     """State normalisation, reward transform, action clipping, SARSA next actions, MC returns, the BC subset."""
     norm = ObsNormalizer.fit(ds, eps=cfg.obs_norm_eps) if cfg.state_norm else None
-    ident = ObsNormalizer.identity(ds.obs_dim)
-    n = norm or ident
+    n = norm or ObsNormalizer.identity(ds.obs_dim)
     rt = reward_transform(ds, cfg.reward_kind)
     act, next_act = ds.actions, ds.next_actions()
     if cfg.clip_actions:
         act, next_act = clip_actions(act), clip_actions(next_act)
     ends = ds.terminals if cfg.bootstrap_timeouts else (ds.terminals | ds.timeouts)
     rew = np.asarray(rt(ds.rewards), np.float32)
-    tmp = dataclasses.replace(ds, rewards=rew)
-    mc = tmp.mc_returns(cfg.gamma)
+    need_mc = cfg.value_method == "mc_sarsa" or cfg.online_critic_init == "mc"
+    mc = dataclasses.replace(ds, rewards=rew).mc_returns(cfg.gamma) if need_mc else None
     if cfg.bc_positive_return_only:  # buffer.py load_filter_dataset: MC return of the raw rewards > 0
         keep = np.flatnonzero(ds.mc_returns(cfg.gamma) > 0)
         if len(keep) == 0:
@@ -518,84 +385,128 @@ def prepare_data(ds: Dataset, cfg: UniO4Config, device: torch.device) -> Offline
 
     return OfflineData(
         obs=t(n(ds.observations)), act=t(act), rew=t(rew), next_obs=t(n(ds.next_observations)), next_act=t(next_act),
-        not_done=t(1.0 - ends.astype(np.float32)), mc_return=t(mc), raw_obs=t(ds.observations),
-        raw_next_obs=t(ds.next_observations), bc_index=t(keep, torch.long), obs_mean=t(n.mean), obs_std=t(n.std),
-        normalizer=norm, reward_fn=rt,
+        not_done=t(1.0 - ends.astype(np.float32)), mc_return=None if mc is None else t(mc),
+        raw_obs=t(ds.observations), raw_next_obs=t(ds.next_observations), bc_index=t(keep, torch.long),
+        obs_mean=t(n.mean), obs_std=t(n.std), normalizer=norm, reward_fn=rt,
     )
 
 
-def sample_index(n: int, batch: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.randint(0, n, (batch,), generator=gen, device=device)
+def expand_members(x: torch.Tensor, n: int) -> torch.Tensor:
+    """A seed's rows for each of its n members: (S, B, ...) -> (S·n, B, ...)."""
+    return x.unsqueeze(1).expand(x.shape[0], n, *x.shape[1:]).reshape(x.shape[0] * n, *x.shape[1:])
+
+
+@torch.no_grad()
+def copy_members(dst: nn.Module, src: nn.Module, mask: torch.Tensor) -> None:
+    """dst's members where mask (M,) is True become src's; parameters and buffers with M leading rows."""
+    for pd, ps in zip(dst.parameters(), src.parameters()):
+        if pd.shape[0] == mask.shape[0]:
+            pd.copy_(torch.where(mask.view(-1, *([1] * (pd.dim() - 1))), ps, pd))
 
 
 # ======================================================================================================================
-# 1. Value learning
+# 1. Value learning (S seeds)
 # ======================================================================================================================
 class ValueLearner(nn.Module):
-    """V and Q of the behaviour data: the IQL path (expectile V, twin Q) or the MC path (MC V, SARSA Q)."""
+    """V and Q of the behaviour data for S seeds: the IQL path (expectile V, twin Q) or the MC path (MC V, SARSA Q).
+    PyTorch's default init (critic.py uses nn.Linear); every tensor with the seed axis first."""
 
-    def __init__(self, cfg: UniO4Config, obs_dim: int, act_dim: int) -> None:
+    def __init__(self, cfg: UniO4Config, obs_dim: int, act_dim: int, seeds: Sequence[int]) -> None:
         super().__init__()
         self.method, self.omega, self.gamma, self.tau = cfg.value_method, cfg.omega, cfg.gamma, cfg.tau
-        self.target_every = cfg.target_every
-        self.q = QEnsemble(2 if cfg.value_method == "iql" else 1, obs_dim, act_dim, cfg.q_hidden, cfg.q_depth)
+        self.target_every, self.members = cfg.target_every, len(seeds)
+        n = 2 if cfg.value_method == "iql" else 1
+        self.q = TwinQ(obs_dim, act_dim, member_generators(seeds, "uni_o4/q"), cfg.q_hidden, cfg.q_depth, n=n)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.v = VNet(obs_dim, cfg.v_hidden, cfg.v_depth)
-        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.q_lr)
-        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.v_lr)
+        self.v = ValueNet(obs_dim, member_generators(seeds, "uni_o4/v"), cfg.v_hidden, cfg.v_depth)
+        self.q_opt = adam(self.q.parameters(), cfg.q_lr)
+        self.v_opt = adam(self.v.parameters(), cfg.v_lr)
         self.updates = 0
 
     def q_value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """min_k Q_k(s, a) (the Q that AM-Q and the advantage use): (B,)."""
-        return self.q(obs, act).min(0).values
+        """min_k Q_k(s, a) (the Q that AM-Q and the advantage use): (S, B)."""
+        return self.q(obs, act)
 
     def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return self.q_value(obs, act) - self.v(obs)
+        """min_k Q_k(s, a) − V(s): obs (S, B, d) with act (S, B, a) -> (S, B), or K actions per state act
+        (S, B, K, a) -> (S, B, K) (V once per state)."""
+        v = self.v(obs)
+        return self.q(obs, act) - (v.unsqueeze(-1) if act.dim() == 4 else v)
 
     def update(self, data: OfflineData, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of every seed on its rows idx (S, B); metrics (S,)."""
         s, a, r, s2, nd = data.obs[idx], data.act[idx], data.rew[idx], data.next_obs[idx], data.not_done[idx]
         if self.method == "iql":  # critic.py IQL_Q_V.update: V first, then Q against the updated V
             with torch.no_grad():
-                target_q = self.q_target(s, a).min(0).values
+                target_q = self.q_target(s, a)
             u = target_q - self.v(s)
-            v_loss = (torch.where(u > 0, self.omega, 1.0 - self.omega) * u.square()).mean()
+            v_loss = mean_per_member(torch.where(u > 0, self.omega, 1.0 - self.omega) * u.square())
             self._step(self.v_opt, v_loss)
             with torch.no_grad():
                 target = r + self.gamma * nd * self.v(s2)
         else:  # ValueLearner (MC regression) + QSarsaLearner
-            v_loss = (self.v(s) - data.mc_return[idx]).square().mean()
+            v_loss = mean_per_member((self.v(s) - data.mc_return[idx]).square())
             self._step(self.v_opt, v_loss)
             with torch.no_grad():
-                target = r + self.gamma * nd * self.q_target(s2, data.next_act[idx]).min(0).values
-        q = self.q(s, a)
-        q_loss = (q - target).square().mean(1).sum()  # Σ over the twins of their MSE
+                target = r + self.gamma * nd * self.q_target(s2, data.next_act[idx])
+        q = self.q.all(s, a)  # (S, n, B)
+        q_loss = (q - target.unsqueeze(1)).square().mean(-1).sum(1)  # Σ over the twins of their MSE
         self._step(self.q_opt, q_loss)
         self.updates += 1
         if self.updates % self.target_every == 0:
-            with torch.no_grad():
-                for pt, p in zip(self.q_target.parameters(), self.q.parameters()):
-                    pt.lerp_(p, self.tau)
-        return {"v_loss": v_loss.detach(), "q_loss": q_loss.detach(), "q_mean": q.detach().mean()}
+            soft_update(self.q_target, self.q, self.tau)
+        return {"v_loss": v_loss.detach(), "q_loss": q_loss.detach(), "q_mean": mean_per_member(q.detach())}
 
     @staticmethod
     def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         opt.step()
 
 
+def critic_state(critic: ValueLearner) -> dict[str, Any]:
+    """What the critic stage caches (all seeds of the module; split_members per seed)."""
+    return {"q": critic.q.state_dict(), "v": critic.v.state_dict()}
+
+
+def load_critic_state(critic: ValueLearner, state: dict[str, Any]) -> ValueLearner:
+    """Put a critic_state() into `critic` (the target Q too); returns it."""
+    critic.q.load_state_dict(state["q"])
+    critic.q_target.load_state_dict(state["q"])
+    critic.v.load_state_dict(state["v"])
+    return critic
+
+
+def iql_critic_state(path: str | Path) -> dict[str, Any]:
+    """The twin Q and V of an IQL run's checkpoint.pt (baselines/iql.py) as one seed's critic_state (H1)."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    agent = ck.get("agent", {}) if isinstance(ck, dict) else {}
+    if "q" not in agent or "value" not in agent:
+        raise ValueError(f"{path}: not an IQL checkpoint (no agent q and value)")
+    return {"q": agent["q"], "v": agent["value"]}
+
+
 # ======================================================================================================================
-# 2. Ensemble behaviour cloning with a disagreement penalty
+# 2. Ensemble behaviour cloning with a disagreement penalty (S seeds × N members)
 # ======================================================================================================================
+def make_policy(cfg: UniO4Config, obs_dim: int, act_dim: int, seeds: Sequence[int], copies: int | None = None,
+                stream: str = "uni_o4/bc") -> BoundedGaussianActor:
+    """N Gaussian policies per seed (net.py GaussPolicyMLP: orthogonal init with gain 1, tanh-ended, log σ in
+    (−5, 0)); rows s·N … s·N + N − 1 are seed s's members."""
+    return BoundedGaussianActor(obs_dim, act_dim, member_generators(seeds, stream), cfg.pi_hidden, cfg.pi_depth,
+                                copies=cfg.n_policies if copies is None else copies, log_std_range=LOG_STD_RANGE,
+                                init="orthogonal", hidden_gain=1.0, out_gain=1.0, activation=cfg.pi_activation)
+
+
 def gauss_kl(mu_p: torch.Tensor, ls_p: torch.Tensor, mu_q: torch.Tensor, ls_q: torch.Tensor) -> torch.Tensor:
     """KL(N(μ_p, e^{2 ls_p}) ‖ N(μ_q, e^{2 ls_q})) summed over the last dim."""
     var_p, var_q = (2 * ls_p).exp(), (2 * ls_q).exp()
     return (ls_q - ls_p + (var_p + (mu_p - mu_q).square()) / (2 * var_q) - 0.5).sum(-1)
 
 
-def bc_loss(policy: PolicyEnsemble, obs: torch.Tensor, act: torch.Tensor, alpha: float, mode: str,
+def bc_loss(policy: BoundedGaussianActor, obs: torch.Tensor, act: torch.Tensor, alpha: float, mode: str,
             kl_cap: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Σ_i E_B[ −log π^i(a|s) − α·D_i ] for the N members on one shared batch.
+    """Per seed Σ_i E_B[ −log π^i(a|s) − α·D_i ] over its N members, on the seed's batch obs (S, B, d), act (S, B, a).
 
     mode 'official' (BC_ensemble.py, kl_type 'heuristic'): D_i = log π^i(a|s) − max_{j≠i} sg[log π^j(a|s)].
         The comparison term is detached, so ∇L_i = −(1 + α)·∇ log π^i(a|s): the "penalty" only rescales the BC
@@ -609,185 +520,152 @@ def bc_loss(policy: PolicyEnsemble, obs: torch.Tensor, act: torch.Tensor, alpha:
         (results/uni_o4/README.md, hopper, α = 0.1): it adds little at the published α (mean pairwise KL 0.042 vs
         0.036 official, BC scores within noise); at α = 1 the members do spread (KL 1.07) and two of them get worse.
     mode 'none': plain BC (D_i = 0).
-    Returns (loss summed over members, metrics incl. mean pairwise KL and mean-action distance between members).
+    Returns (loss (S,), metrics (S,) incl. mean pairwise KL and mean-action distance between a seed's members).
     """
-    mu, log_std = policy.params(obs)  # (N, B, A)
-    dist = Normal(mu, log_std.exp(), validate_args=False)
-    logp = dist.log_prob(act.unsqueeze(0)).sum(-1)  # (N, B)
-    n = logp.shape[0]
+    s, b = obs.shape[:2]
+    n = policy.copies
+    mu, log_std = (x.view(s, n, b, -1) for x in policy.mean_log_std(expand_members(obs, n)))  # (S, N, B, A)
+    logp = gaussian_log_prob(act.unsqueeze(1), mu, log_std)  # (S, N, B)
     eye = torch.eye(n, dtype=torch.bool, device=logp.device)
-    with torch.no_grad():
-        others = logp.detach().unsqueeze(0).expand(n, n, -1).masked_fill(eye.unsqueeze(-1), -math.inf)  # [i, j]
-        kl_all = gauss_kl(mu.unsqueeze(1), log_std.unsqueeze(1), mu.unsqueeze(0), log_std.unsqueeze(0))  # (N, N, B)
-        off = (~eye).float().unsqueeze(-1) / max(n * (n - 1) * logp.shape[1], 1)  # mean over ordered pairs i ≠ j
-        pair_kl = (kl_all * off).sum()
-        pair_dist = ((mu.unsqueeze(1) - mu.unsqueeze(0)).norm(dim=-1) * off).sum()
+    with torch.no_grad():  # [s, i, j, b]: member j's log-likelihood, for j ≠ i
+        others = logp.detach().unsqueeze(1).expand(s, n, n, b).masked_fill(eye.view(1, n, n, 1), -math.inf)
+        kl_all = gauss_kl(mu.unsqueeze(2), log_std.unsqueeze(2), mu.unsqueeze(1), log_std.unsqueeze(1))  # (S,N,N,B)
+        off = (~eye).float().view(1, n, n, 1) / max(n * (n - 1) * b, 1)  # mean over ordered pairs i ≠ j
+        pair_kl = (kl_all * off).sum((1, 2, 3))
+        pair_dist = ((mu.unsqueeze(2) - mu.unsqueeze(1)).norm(dim=-1) * off).sum((1, 2, 3))
     if mode == "none" or n == 1 or alpha == 0.0:
         reg = torch.zeros_like(logp)
     elif mode == "official":
-        reg = logp - others.max(1).values
+        reg = logp - others.max(2).values
     elif mode == "working":
-        j_star = others.argmax(1)  # (N, B)
-        mu_j = torch.gather(mu.detach(), 0, j_star.unsqueeze(-1).expand_as(mu))
-        ls_j = torch.gather(log_std.detach(), 0, j_star.unsqueeze(-1).expand_as(log_std))
+        j_star = others.argmax(2).unsqueeze(-1).expand_as(mu)  # (S, N, B, A)
+        mu_j = torch.gather(mu.detach(), 1, j_star)
+        ls_j = torch.gather(log_std.detach(), 1, j_star)
         reg = gauss_kl(mu, log_std, mu_j, ls_j).clamp(max=kl_cap)
     else:
         raise ValueError(f"unknown bc_disagreement {mode!r}")
-    nll = -logp.mean(1)  # (N,)
-    loss = (nll - alpha * reg.mean(1)).sum()
-    return loss, {"bc_nll": nll.mean().detach(), "bc_reg": reg.mean().detach(), "pair_kl": pair_kl,
+    nll = -logp.mean(-1)  # (S, N)
+    loss = (nll - alpha * reg.mean(-1)).sum(1)
+    return loss, {"bc_nll": nll.mean(1).detach(), "bc_reg": reg.mean((1, 2)).detach(), "pair_kl": pair_kl,
                   "pair_action_dist": pair_dist}
 
 
 class BCEnsemble:
-    """The N policies and one Adam over their stacked weights (elementwise, so = one Adam per member)."""
+    """The S × N policies and one Adam over their weights (elementwise, so = one Adam per member)."""
 
-    def __init__(self, policy: PolicyEnsemble, cfg: UniO4Config) -> None:
+    def __init__(self, policy: BoundedGaussianActor, cfg: UniO4Config) -> None:
         self.policy, self.cfg = policy, cfg
-        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.bc_lr)
+        self.opt = adam(policy.parameters(), cfg.bc_lr)
 
     def update(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step on the seeds' batches (S, B, ·); metrics (S,)."""
         loss, metrics = bc_loss(self.policy, obs, act, self.cfg.bc_alpha, self.cfg.bc_disagreement,
                                 self.cfg.bc_kl_cap)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         self.opt.step()
         return metrics
 
 
 # ======================================================================================================================
-# 3. Dynamics-model ensemble (for AM-Q only)
+# 3. Dynamics-model ensemble for AM-Q only (S seeds × 7 members)
 # ======================================================================================================================
-def _soft_clamp(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-    """Clamp into (lo, hi) keeping a gradient (dynamics_model.py soft_clamp)."""
-    x = hi - nn.functional.softplus(hi - x)
-    return lo + nn.functional.softplus(x - lo)
+def make_dynamics(cfg: UniO4Config, obs_dim: int, act_dim: int, seeds: Sequence[int]) -> ProbabilisticEnsemble:
+    """p(Δs, r | s, a) with `dyn_members` members per seed (transition_model/: Swish, trunc-normal init)."""
+    return ProbabilisticEnsemble(obs_dim + act_dim, obs_dim + 1, member_generators(seeds, "uni_o4/dynamics"),
+                                 copies=cfg.dyn_members, elites=cfg.dyn_elites, hidden_dim=cfg.dyn_hidden[0],
+                                 n_hidden=len(cfg.dyn_hidden))
 
 
-class DynamicsEnsemble(nn.Module):
-    """Probabilistic ensemble p_k(Δs, r | s, a) = N(μ_k, diag e^{logvar_k}); inputs z-scored with training stats."""
-
-    def __init__(self, obs_dim: int, act_dim: int, members: int = 7, elites: int = 5,
-                 hidden: tuple[int, ...] = (200, 200, 200, 200),
-                 weight_decay: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)) -> None:
-        super().__init__()
-        self.obs_dim, self.act_dim, self.members, self.n_elites = obs_dim, act_dim, members, elites
-        out = obs_dim + 1
-        dims = [obs_dim + act_dim, *hidden, 2 * out]
-        self.layers = nn.ModuleList(EnsembleLinear(members, dims[i], dims[i + 1], "trunc_normal")
-                                    for i in range(len(dims) - 1))
-        self.weight_decay = tuple(weight_decay)
-        self.max_logvar = nn.Parameter(torch.full((out,), 0.5))
-        self.min_logvar = nn.Parameter(torch.full((out,), -10.0))
-        self.register_buffer("in_mean", torch.zeros(obs_dim + act_dim))
-        self.register_buffer("in_std", torch.ones(obs_dim + act_dim))
-        self.register_buffer("elites", torch.arange(elites))
-
-    def _run(self, x: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]]
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        h = (x - self.in_mean) / self.in_std
-        for i, (w, b) in enumerate(weights):
-            h = torch.baddbmm(b, h, w)
-            if i < len(weights) - 1:
-                h = nn.functional.silu(h)  # Swish
-        mean, logvar = h.chunk(2, dim=-1)
-        return mean, _soft_clamp(logvar, self.min_logvar, self.max_logvar)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, in) or (members, B, in) -> (members, B, out) mean and log-variance of (Δs, r)."""
-        return self._run(_expand(x, self.members), [(m.weight, m.bias) for m in self.layers])
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor, logvar_coef: float) -> torch.Tensor:
-        """Gaussian NLL (mean over batch and dims, summed over members) + weight decay + log-variance bounds."""
-        mean, logvar = self(x)
-        nll = ((mean - y).square() * (-logvar).exp()).mean((1, 2)) + logvar.mean((1, 2))
-        decay = sum(wd * 0.5 * m.weight.square().sum() for wd, m in zip(self.weight_decay, self.layers))
-        return nll.sum() + decay + logvar_coef * (self.max_logvar.sum() - self.min_logvar.sum())
-
-    @torch.no_grad()
-    def holdout_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-member MSE of the mean on held-out data: (members,)."""
-        return (self(x)[0] - y).square().mean((1, 2))
-
-    @torch.no_grad()
-    def step(self, obs: torch.Tensor, act: torch.Tensor, gen: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample (s', r) for each row from one elite drawn at random per row (ensemble_dynamics.py step)."""
-        weights = [(m.weight[self.elites], m.bias[self.elites]) for m in self.layers]
-        x = torch.cat([obs, act], -1)
-        mean, logvar = self._run(_expand(x, len(self.elites)), weights)  # (E, B, out)
-        sample = mean + torch.randn(mean.shape, generator=gen, device=mean.device) * (0.5 * logvar).exp()
-        pick = torch.randint(0, len(self.elites), (x.shape[0],), generator=gen, device=x.device)
-        row = sample[pick, torch.arange(x.shape[0], device=x.device)]
-        return obs + row[:, :-1], row[:, -1]
+def dynamics_loss(model: ProbabilisticEnsemble, x: torch.Tensor, y: torch.Tensor, weight_decay: Sequence[float],
+                  logvar_coef: float) -> torch.Tensor:
+    """Per seed: Gaussian NLL (mean over batch and dims, summed over members) + per-layer weight decay + the
+    log-variance bounds' penalty (ensemble_dynamics.py). x (S, k, B, in), y (S, k, B, out) -> (S,)."""
+    s = x.shape[0]
+    mean, logvar = model(x)
+    nll = (((mean - y).square() * (-logvar).exp()).mean((2, 3)) + logvar.mean((2, 3))).sum(1)
+    decay = sum(wd * 0.5 * layer.weight.reshape(s, -1).square().sum(1)
+                for wd, layer in zip(weight_decay, model.net.layers))
+    bounds = model.max_logvar[:, :model.out_dim].sum(1) - model.min_logvar[:, :model.out_dim].sum(1)
+    return nll + decay + logvar_coef * bounds
 
 
-def dynamics_update(model: DynamicsEnsemble, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                    logvar_coef: float) -> torch.Tensor:
-    """One gradient step on (members, B, ·) bootstrapped batches; returns the detached loss."""
-    loss = model.loss(x, y, logvar_coef)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()
+def _row_params(model: ProbabilisticEnsemble) -> list[torch.Tensor]:
+    """The parameters with one row per member (S·k): the layers' weights and biases."""
+    return [p for layer in model.net.layers for p in (layer.weight_flat, layer.bias_flat)]
 
 
-def train_dynamics(model: DynamicsEnsemble, inputs: torch.Tensor, targets: torch.Tensor, cfg: UniO4Config,
-                   gen: torch.Generator, log: MetricLog | None = None) -> dict[str, Any]:
-    """ensemble_dynamics.py train: bootstrap per member, holdout early stopping (>1% rule), best weights, elites."""
-    device = inputs.device
+def train_dynamics(model: ProbabilisticEnsemble, inputs: torch.Tensor, targets: torch.Tensor, cfg: UniO4Config,
+                   rng: MemberRNG, log: MetricLog | None = None) -> list[dict[str, Any]]:
+    """ensemble_dynamics.py train for every seed: its own holdout split and bootstrap rows, holdout early stopping
+    (>1 % rule), the best weights of each member, elites. A seed that stops keeps computing in the pack (its rows are
+    thrown away: its best weights were saved), so its result is the one it gets alone. One info dict per seed."""
+    device, s, k = inputs.device, model.seeds, model.copies
     n = inputs.shape[0]
     n_hold = min(int(n * cfg.dyn_holdout_ratio), cfg.dyn_holdout_max)
-    perm = torch.randperm(n, generator=gen, device=device)
-    hold, train = perm[:n_hold], perm[n_hold:]
-    x_tr, y_tr, x_ho, y_ho = inputs[train], targets[train], inputs[hold], targets[hold]
-    mean, std = x_tr.mean(0), x_tr.std(0, unbiased=False)
-    model.in_mean.copy_(mean)
-    model.in_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.dyn_lr)
-    m, n_tr = model.members, x_tr.shape[0]
-    boot = torch.randint(0, n_tr, (m, n_tr), generator=gen, device=device)  # bootstrap rows of every member
-    best = [math.inf] * m
-    saved = [(p.detach().clone()) for p in stacked_params(model)]
-    epoch, since, updates = 0, 0, 0
-    while True:
-        epoch += 1
-        loss_sum = torch.zeros((), device=device)
-        n_batches = 0
+    perm = rng.bits(n).argsort(dim=-1, stable=True)  # (S, n): each seed's own split
+    hold, train = perm[:, :n_hold], perm[:, n_hold:]
+    n_tr = train.shape[1]
+    stats = [(inputs[train[i]].mean(0), inputs[train[i]].std(0, unbiased=False)) for i in range(s)]
+    model.set_input_stats(torch.stack([m for m, _ in stats]), torch.stack([sd for _, sd in stats]))
+    x_ho = inputs[hold].unsqueeze(1).expand(s, k, n_hold, -1)
+    y_ho = targets[hold].unsqueeze(1).expand(s, k, n_hold, -1)
+    opt = adam(model.parameters(), cfg.dyn_lr)
+    boot = rng.randint(n_tr, k, n_tr)  # (S, k, n_tr): bootstrap rows of every member
+    best = torch.full((s, k), math.inf)
+    saved = [p.detach().clone() for p in _row_params(model)]
+    running = [True] * s
+    epochs, since, updates = [0] * s, [0] * s, [0] * s
+    total = 0
+    while any(running) and total < cfg.dyn_max_updates:
+        loss_sum, n_batches = torch.zeros(s, device=device), 0
         for b in range(0, n_tr, cfg.dyn_batch):
-            rows = boot[:, b:b + cfg.dyn_batch]
-            loss_sum += dynamics_update(model, opt, x_tr[rows], y_tr[rows], cfg.dyn_logvar_coef)
+            rows = train.gather(1, boot[:, :, b:b + cfg.dyn_batch].reshape(s, -1)).view(s, k, -1)
+            loss = dynamics_loss(model, inputs[rows], targets[rows], cfg.dyn_weight_decay, cfg.dyn_logvar_coef)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+            loss_sum += loss.detach()
             n_batches += 1
-        updates += n_batches
-        boot = torch.gather(boot, 1, torch.argsort(torch.rand(boot.shape, generator=gen, device=device), dim=1))
-        new = model.holdout_mse(x_ho, y_ho).cpu().tolist()  # one host sync per epoch
-        if not all(math.isfinite(v) for v in new):
-            raise DivergenceError(f"dynamics holdout loss became NaN/inf at epoch {epoch}")
-        better = [(best[k] - new[k]) / best[k] > 0.01 if math.isfinite(best[k]) else True for k in range(m)]
-        for k in range(m):
-            if better[k]:
-                best[k] = new[k]
-        if any(better):
-            mask = torch.tensor(better, device=device)
-            with torch.no_grad():
-                for s, p in zip(saved, stacked_params(model)):
-                    s.copy_(torch.where(mask.view(-1, *([1] * (p.dim() - 1))), p, s))
-            since = 0
-        else:
-            since += 1
-        if log is not None:  # one row per epoch: mean train loss, holdout MSE of the current best n_elites
-            log.add({"dyn_loss": loss_sum / max(n_batches, 1),
-                     "dyn_holdout_mse": torch.tensor(float(np.mean(sorted(new)[: model.n_elites])), device=device)})
-            log.flush(epoch, "offline")
-        if since >= cfg.dyn_patience or epoch >= cfg.dyn_max_epochs:
-            break
+            total += 1
+            if total >= cfg.dyn_max_updates:
+                break
+        boot = torch.gather(boot, 2, rng.bits(k, n_tr).argsort(dim=-1, stable=True))
+        with torch.no_grad():
+            new = (model(x_ho)[0] - y_ho).square().mean((2, 3)).cpu()  # (S, k); one host sync per epoch
+        rows_log = []
+        for i in range(s):
+            if not running[i]:
+                continue
+            epochs[i] += 1
+            updates[i] += n_batches
+            better = torch.where(torch.isfinite(best[i]), (best[i] - new[i]) / best[i] > 0.01, True)
+            better &= torch.isfinite(new[i])
+            best[i] = torch.where(better, new[i], best[i])
+            if bool(better.any()):
+                mask = torch.zeros(s * k, dtype=torch.bool, device=device)
+                mask[i * k:(i + 1) * k] = better.to(device)
+                with torch.no_grad():
+                    for sv, p in zip(saved, _row_params(model)):
+                        sv.copy_(torch.where(mask.view(-1, 1), p, sv))
+                since[i] = 0
+            else:
+                since[i] += 1
+            rows_log.append(i)
+            if (since[i] >= cfg.dyn_patience or epochs[i] >= cfg.dyn_max_epochs or not torch.isfinite(new[i]).all()
+                    or total >= cfg.dyn_max_updates):
+                running[i] = False
+        if log is not None:  # one row per epoch of each seed still fitting: mean train loss, holdout MSE of its elites
+            elite = torch.sort(new, dim=1).values[:, :cfg.dyn_elites].mean(1)
+            log.add({"dyn_loss": loss_sum / max(n_batches, 1), "dyn_holdout_mse": elite.to(device)})
+            log.flush_members(max(epochs), "offline", quiet=False, active=[i in rows_log for i in range(s)])
     with torch.no_grad():
-        for s, p in zip(saved, stacked_params(model)):
-            p.copy_(s)
-    elites = sorted(range(m), key=lambda k: best[k])[: model.n_elites]
-    model.elites.copy_(torch.tensor(elites, device=device))
-    return {"epochs": epoch, "updates": updates, "holdout_mse": best, "elites": elites,
-            "elite_holdout_mse": float(np.mean([best[k] for k in elites]))}
+        for sv, p in zip(saved, _row_params(model)):
+            p.copy_(sv)
+    elites = torch.argsort(best, dim=1, stable=True)[:, :cfg.dyn_elites]
+    model.elites.copy_(elites.to(device))
+    return [{"epochs": epochs[i], "updates": updates[i], "holdout_mse": best[i].tolist(),
+             "elites": elites[i].tolist(), "elite_holdout_mse": float(best[i][elites[i]].mean())} for i in range(s)]
 
 
 def termination_fn(spec: DatasetSpec) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -828,36 +706,45 @@ def termination_fn(spec: DatasetSpec) -> Callable[[torch.Tensor], torch.Tensor]:
     return done
 
 
-# ======================================================================================================================
-# 4. Multi-step policy ensemble optimisation, gated by AM-Q
-# ======================================================================================================================
-@torch.no_grad()
-def am_q(policy: PolicyEnsemble, q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-         dynamics: DynamicsEnsemble, start_raw: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor],
-         horizon: int, done_fn: Callable[[torch.Tensor], torch.Tensor], gen: torch.Generator | None = None
-         ) -> torch.Tensor:
-    """AM-Q of every member: mean of Q(s_t, π(s_t)) over all (t, rollout) pairs visited in the learned model.
 
-    dynamics_eval.py rollout: deterministic policy (its mean), start states from the dataset, model steps on raw
-    states, a rollout stops at the first terminal s' (its last pair still counts). Returns (N,).
+# ======================================================================================================================
+# 4. Multi-step policy ensemble optimisation, gated by AM-Q (S seeds × N members)
+# ======================================================================================================================
+AMQ_DRAWS_PER_STEP = 2  # random draws of one model step (ProbabilisticEnsemble.sample: noise, elite choice)
+
+
+@torch.no_grad()
+def am_q(policy: Any, q_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dynamics: ProbabilisticEnsemble,
+         start_raw: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor], horizon: int,
+         done_fn: Callable[[torch.Tensor], torch.Tensor], rng: MemberRNG, members: int) -> torch.Tensor:
+    """AM-Q of every member of every seed: mean of Q(s_t, π(s_t)) over all (t, rollout) pairs visited in the model.
+
+    dynamics_eval.py rollout: deterministic policy (`policy.act` on (S·N, b, d) states, N = members), start states
+    start_raw (S, b, d) from the dataset, model steps on raw states, a rollout stops at the first terminal s' (its
+    last pair still counts). The official early exit when every rollout ended is checked every 100 steps; the
+    stream then moves on as if all `horizon` steps had been drawn, so a seed's next query does not depend on when
+    its pack stopped. Returns (S, N).
     """
-    n, b = policy.n, start_raw.shape[0]
-    obs = start_raw.unsqueeze(0).expand(n, b, -1).reshape(n * b, -1)
-    alive = torch.ones(n * b, dtype=torch.bool, device=obs.device)
-    q_sum = torch.zeros(n, device=obs.device)
-    count = torch.zeros(n, device=obs.device)
+    s, b, d = start_raw.shape
+    n = members
+    counter = rng.counter.clone()
+    obs = start_raw.unsqueeze(1).expand(s, n, b, d).reshape(s, n * b, d)
+    alive = torch.ones(s, n * b, dtype=torch.bool, device=obs.device)
+    q_sum = torch.zeros(s, n, device=obs.device)
+    count = torch.zeros(s, n, device=obs.device)
     for t in range(horizon):
-        s = normalize(obs)
-        a = policy.act(s.view(n, b, -1))  # each member acts on its own rollouts
-        q = q_fn(s, a.reshape(n * b, -1))
+        x = normalize(obs)
+        a = policy.act(x.view(s * n, b, d)).view(s, n * b, -1)  # each member acts on its own rollouts
+        q = q_fn(x, a)
         w = alive.float()
-        q_sum += (q * w).view(n, b).sum(1)
-        count += w.view(n, b).sum(1)
-        nxt, _ = dynamics.step(obs, a.reshape(n * b, -1), gen)
-        alive = alive & ~done_fn(nxt)
+        q_sum += (q * w).view(s, n, b).sum(-1)
+        count += w.view(s, n, b).sum(-1)
+        nxt = obs + dynamics.sample(torch.cat([obs, a], -1), rng)[..., :-1]
+        alive = alive & ~done_fn(nxt.reshape(s * n * b, d)).view(s, n * b)
         obs = torch.where(alive.unsqueeze(-1), nxt, obs)  # frozen once done (no NaN from diverging model states)
         if (t + 1) % 100 == 0 and not bool(alive.any()):  # the official early exit; a host sync every 100 steps
             break
+    rng.counter.copy_(counter + AMQ_DRAWS_PER_STEP * horizon)
     return q_sum / count.clamp(min=1.0)
 
 
@@ -865,15 +752,6 @@ def ope_gate(scores: torch.Tensor, best: torch.Tensor) -> tuple[torch.Tensor, to
     """The replacement rule: a member improves iff its AM-Q beats its best so far. Returns (mask, new best)."""
     improved = scores > best
     return improved, torch.where(improved, scores, best)
-
-
-def clipped_surrogate(logp_new: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
-    """Per-member PPO-clip loss −E_B[min(ρA, clip(ρ, 1 ± ε)A)], ρ = exp(logp_new − logp_old); inputs (N, B) -> (N,).
-
-    The same equation as baselines.ppo.ppo_loss, kept per member (the ensemble dim) instead of one mean.
-    """
-    ratio = (logp_new - logp_old).exp()
-    return -torch.min(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv).mean(-1)
 
 
 def normalize_advantage(adv: torch.Tensor, omega: float | None = None) -> torch.Tensor:
@@ -887,13 +765,15 @@ def normalize_advantage(adv: torch.Tensor, omega: float | None = None) -> torch.
 class Improver:
     """Per member: PPO-clip on dataset states against its behaviour policy π_k (pi_old), replaced only by the gate."""
 
-    def __init__(self, policy: PolicyEnsemble, critic: ValueLearner, cfg: UniO4Config) -> None:
+    def __init__(self, policy: BoundedGaussianActor, critic: Any, cfg: UniO4Config, seeds: Sequence[int]) -> None:
         self.pi, self.critic, self.cfg = policy, critic, cfg
+        self.seeds, self.n = list(seeds), policy.copies
         self.pi_old = copy.deepcopy(policy).requires_grad_(False)
-        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.improve_lr)
-        self.params = stacked_params(policy)
-        self.best: torch.Tensor | None = None  # best AM-Q of every member so far (initially the BC policies')
-        self.replacements = torch.zeros(policy.n, dtype=torch.long, device=self.params[0].device)
+        self.opt = adam(policy.parameters(), cfg.improve_lr)
+        self.rng = MemberRNG(seeds, "uni_o4/improve", next(policy.parameters()).device)
+        self.best: torch.Tensor | None = None  # (S, N) best AM-Q of every member so far (initially the BC policies')
+        self.replacements = torch.zeros(len(self.seeds), self.n, dtype=torch.long,
+                                        device=next(policy.parameters()).device)
 
     def schedule(self, step: int) -> tuple[float, float]:
         """(lr, ε) at improvement step `step`: lr decays linearly to 0; ε only over the first clip_decay_steps."""
@@ -902,61 +782,83 @@ class Improver:
         return self.cfg.improve_lr * (1.0 - frac), eps
 
     def update(self, obs: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """One step of every member on its seed's dataset states obs (S, B, d); metrics (S,)."""
         lr, eps = self.schedule(step)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        n, b = self.pi.n, obs.shape[0]
+        s, b = obs.shape[:2]
+        n = self.n
+        x = expand_members(obs, n)  # (S·N, B, d)
         with torch.no_grad():
-            old = self.pi_old.dist(obs)
-            a = old.sample()  # a ~ π_k(·|s), not the dataset action
+            mean_old, ls_old = self.pi_old.mean_log_std(x)
+            a = mean_old + ls_old.exp() * self.rng.randn(n, b, mean_old.shape[-1]).view_as(mean_old)  # a ~ π_k(·|s)
             if self.cfg.clip_actions:
                 a = a.clamp(-(1.0 - 1e-5), 1.0 - 1e-5)
-            logp_old = old.log_prob(a).sum(-1)
-            s_rep = obs.unsqueeze(0).expand(n, b, -1).reshape(n * b, -1)
+            logp_old = gaussian_log_prob(a, mean_old, ls_old)
             q_a = a.clamp(-1.0, 1.0) if self.cfg.q_action_clip else a  # Q never saw |a| > 1 in the data
-            raw_adv = self.critic.advantage(s_rep, q_a.reshape(n * b, -1)).view(n, b)
+            per_state = q_a.view(s, n, b, -1).transpose(1, 2)  # (S, B, N, a): the N members' actions at each state
+            raw_adv = self.critic.advantage(obs, per_state).transpose(1, 2).contiguous().view(s * n, b)
             adv = normalize_advantage(raw_adv, self.cfg.omega if self.critic.method == "mc_sarsa" else None)
-        new = self.pi.dist(obs)
-        logp = new.log_prob(a).sum(-1)
-        loss = clipped_surrogate(logp, logp_old, adv, eps) - self.cfg.entropy_weight * new.entropy().sum(-1).mean(-1)
+        mean, log_std = self.pi.mean_log_std(x)
+        logp = gaussian_log_prob(a, mean, log_std)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1).mean(-1)
+        loss = ppo_loss(logp, logp_old, adv, eps) - self.cfg.entropy_weight * entropy  # (S·N,)
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()
-        gn = clip_grad_norm_per_member(self.params, self.cfg.grad_clip)
+        gn = clip_grad_norm_per_member(list(self.pi.parameters()), self.cfg.grad_clip, s * n)
         self.opt.step()
         with torch.no_grad():
-            logr = logp.detach() - logp_old
-            return {"improve_loss": loss.detach().mean(), "ratio": logr.exp().mean(),
-                    "clipfrac": ((logr.exp() - 1).abs() > eps).float().mean(),
-                    "approx_kl": ((logr.exp() - 1) - logr).mean(), "adv_raw": raw_adv.mean(),
-                    "out_of_range": (a.abs() > 1.0).float().mean(),  # sampled actions outside the action box
-                    "grad_norm": gn.mean(), "lr": torch.tensor(lr, device=obs.device),
-                    "clip": torch.tensor(eps, device=obs.device)}
+            logr = (logp.detach() - logp_old).view(s, -1)
+            ratio = logr.exp()
+            return {"improve_loss": loss.detach().view(s, n).mean(1), "ratio": ratio.mean(1),
+                    "clipfrac": ((ratio - 1).abs() > eps).float().mean(1), "approx_kl": ((ratio - 1) - logr).mean(1),
+                    "adv_raw": raw_adv.view(s, -1).mean(1),
+                    "out_of_range": (a.abs() > 1.0).float().view(s, -1).mean(1),  # sampled actions outside the box
+                    "grad_norm": gn.view(s, n).mean(1), "lr": torch.full((s,), lr, device=obs.device),
+                    "clip": torch.full((s,), eps, device=obs.device)}
 
     def gate(self, scores: torch.Tensor) -> torch.Tensor:
-        """Apply the AM-Q gate: improved members copy π into π_k. Returns the mask (no host sync)."""
+        """Apply the AM-Q gate to scores (S, N): improved members copy π into π_k (`gate never`: none does). Returns
+        the mask (S, N) (no host sync)."""
         if self.best is None:
             self.best = scores.clone()
             return torch.zeros_like(scores, dtype=torch.bool)
         improved, self.best = ope_gate(scores, self.best)
-        copy_members(self.pi_old, self.pi, improved)
+        if self.cfg.gate == "never":
+            improved = torch.zeros_like(improved)
+        copy_members(self.pi_old, self.pi, improved.reshape(-1))
         self.replacements += improved.long()
         return improved
 
+    def state_dict(self) -> dict[str, Any]:
+        """The stage's state for a partial checkpoint (member axis first)."""
+        return {"pi": self.pi.state_dict(), "pi_old": self.pi_old.state_dict(), "opt": self.opt.state_dict(),
+                "best": self.best, "replacements": self.replacements, "rng": self.rng.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state_dict()."""
+        self.pi.load_state_dict(state["pi"])
+        self.pi_old.load_state_dict(state["pi_old"])
+        self.opt.load_state_dict(state["opt"])
+        self.best, self.replacements = state["best"], state["replacements"]
+        self.rng.load_state_dict(state["rng"])
+
 
 # ======================================================================================================================
-# Stage cache: artefacts keyed by a hash of the fields that determine them
+# Stage cache: artefacts keyed by a hash of the fields that determine them, one cache per seed
 # ======================================================================================================================
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "env", "seed", "state_norm", "obs_norm_eps", "reward_kind", "clip_actions",
              "bootstrap_timeouts", "gamma"),
     "critic": ("value_method", "critic_steps", "critic_batch", "q_lr", "v_lr", "q_hidden", "q_depth", "v_hidden",
-               "v_depth", "omega", "tau", "target_every"),
+               "v_depth", "omega", "tau", "target_every", "critic_from"),
     "dynamics": ("dyn_members", "dyn_elites", "dyn_hidden", "dyn_weight_decay", "dyn_lr", "dyn_batch",
-                 "dyn_holdout_ratio", "dyn_holdout_max", "dyn_patience", "dyn_max_epochs", "dyn_logvar_coef"),
+                 "dyn_holdout_ratio", "dyn_holdout_max", "dyn_patience", "dyn_max_epochs", "dyn_max_updates",
+                 "dyn_logvar_coef"),
     "bc": ("bc_positive_return_only", "n_policies", "bc_steps", "bc_batch", "bc_lr", "pi_hidden", "pi_depth",
            "pi_activation", "bc_alpha", "bc_disagreement", "bc_kl_cap"),
     "improve": ("improve_steps", "improve_batch", "improve_lr", "clip_ratio", "clip_decay_steps", "entropy_weight",
-                "grad_clip", "ope_every", "ope_horizon", "ope_batch", "final_policy", "q_action_clip"),
+                "grad_clip", "ope_every", "ope_horizon", "ope_batch", "final_policy", "q_action_clip", "gate"),
 }
 STAGE_DEPENDS = {"critic": ("data", "critic"), "dynamics": ("data", "dynamics"), "bc": ("data", "bc"),
                  "improve": ("data", "critic", "dynamics", "bc", "improve")}
@@ -966,208 +868,242 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_keys(cfg: UniO4Config) -> dict[str, str]:
-    """Key of each cached stage: a hash of the config fields it depends on (its own and its inputs')."""
-    out = {}
-    for stage, groups in STAGE_DEPENDS.items():
-        fields = {f: getattr(cfg, f) for g in groups for f in STAGE_FIELDS[g]}
-        fields["dataset"] = os.path.abspath(cfg.dataset) if os.path.exists(cfg.dataset) else cfg.dataset
-        out[stage] = f"{stage}-{_hash({'v': CACHE_VERSION, 'stage': stage, **fields})}"
-    return out
-
-
 def stage_fields(cfg: UniO4Config, stage: str) -> dict[str, Any]:
-    return {f: getattr(cfg, f) for g in STAGE_DEPENDS[stage] for f in STAGE_FIELDS[g]}
+    """The config fields a stage depends on (its own and its inputs'), with files as absolute paths."""
+    fields = {f: getattr(cfg, f) for g in STAGE_DEPENDS[stage] for f in STAGE_FIELDS[g]}
+    for f in ("dataset", "critic_from"):
+        if f in fields and fields[f] and os.path.exists(fields[f]):
+            fields[f] = os.path.abspath(fields[f])
+    return fields
+
+
+def stage_keys(cfg: UniO4Config) -> dict[str, str]:
+    """Key of each cached stage of one seed (cfg.seed): a hash of the config fields it depends on."""
+    return {stage: f"{stage}-{_hash({'v': CACHE_VERSION, 'stage': stage, **stage_fields(cfg, stage)})}"
+            for stage in STAGE_DEPENDS}
 
 
 class StageCache:
-    """`<out>/cache/<stage>-<hash>.pt`, written atomically, loaded with weights_only=True."""
+    """`<seed dir>/cache/<stage>-<hash>.pt` ({"state": the seed's module state, "info": JSON}), written atomically,
+    loaded with weights_only=True."""
 
     def __init__(self, root: Path, enabled: bool = True) -> None:
         self.root, self.enabled = root, enabled
         self.hits: list[str] = []
-        self.misses: list[str] = []
 
-    def path(self, key: str, suffix: str = "") -> Path:
-        return self.root / f"{key}{suffix}.pt"
+    def path(self, key: str) -> Path:
+        """The file of a key."""
+        return self.root / f"{key}.pt"
 
-    def load(self, key: str, device: torch.device, suffix: str = "") -> dict[str, Any] | None:
-        p = self.path(key, suffix)
+    def load(self, key: str, device: torch.device) -> dict[str, Any] | None:
+        """The cached state of `key`, or None."""
+        p = self.path(key)
         if not self.enabled or not p.exists():
-            if not suffix:
-                self.misses.append(key)
             return None
         state = torch.load(p, map_location=device, weights_only=True)
-        if not suffix:
-            self.hits.append(key)
-            print(f"[{ALGORITHM}] reusing cached {key} ({p})", flush=True)
+        self.hits.append(key)
+        print(f"[{ALGORITHM}] reusing cached {key} ({p})", flush=True)
         return state
 
-    def save(self, key: str, state: dict[str, Any], suffix: str = "") -> None:
+    def save(self, key: str, state: dict[str, Any]) -> None:
+        """Store `state` under `key` (atomically)."""
         if not self.enabled:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        p = self.path(key, suffix)
+        p = self.path(key)
         tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, p)
 
-    def remove(self, key: str, suffix: str) -> None:
-        self.path(key, suffix).unlink(missing_ok=True)
-
-
-def stage_seed(seed: int, stage: str) -> int:
-    """A seed per stage, so a stage computes the same thing whether or not the stages before it came from the cache."""
-    return int(hashlib.sha256(f"{seed}:{stage}".encode()).hexdigest()[:8], 16)
-
-
-def _generator(seed: int, device: torch.device) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
+    def partial(self, key: str) -> Checkpointer:
+        """The checkpoint of an unfinished stage (`<key>.partial/checkpoint.pt`)."""
+        return Checkpointer(self.root / f"{key}.partial")
 
 
 # ======================================================================================================================
-# Training: the stages in order
+# Training: the stages in order, each for a pack of seeds
 # ======================================================================================================================
-def fit_critic(cfg: UniO4Config, data: OfflineData, device: torch.device, out: Path,
+def stage_entries(state: dict[str, Any], infos: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A packed module state as one cache entry per seed: {"state": that seed's part, "info": JSON of its info}."""
+    return [{"state": part, "info": json.dumps(info)} for part, info in zip(split_members(state, len(infos)), infos)]
+
+
+def load_entries(module: Any, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Inverse of stage_entries: the seeds' states into one packed module (load_state_dict); returns their infos."""
+    module.load_state_dict(join_members([e["state"] for e in entries]))
+    return [json.loads(e["info"]) for e in entries]
+
+
+class _AllDiverged(Exception):
+    """Every seed of the run diverged: nothing left to train."""
+
+
+@dataclass
+class Pack:
+    """The seeds a stage trains together, their run directories and records (a seed is active while its record is
+    'running')."""
+
+    seeds: list[int]
+    dirs: list[Path]
+    recorders: list[RunRecorder]
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def active(self) -> list[bool]:
+        """Per seed: not diverged."""
+        return [r.status == "running" for r in self.recorders]
+
+    def subset(self, idx: Sequence[int]) -> Pack:
+        """The seeds idx of this pack."""
+        return Pack([self.seeds[i] for i in idx], [self.dirs[i] for i in idx], [self.recorders[i] for i in idx])
+
+    def diverge(self, i: int, why: str) -> None:
+        """Record seed i diverged (the others go on); stop when none is left."""
+        if self.recorders[i].status == "running":
+            print(f"[{ALGORITHM}] seed {self.seeds[i]} diverged: {why}", flush=True)
+            self.recorders[i].finish("diverged", f"diverged: {why}")
+
+    def check(self, rows: Sequence[dict[str, float]], where: str) -> None:
+        """Diverge the active seeds whose metric row holds NaN/inf."""
+        for i, row in enumerate(rows):
+            bad = [k for k, v in row.items() if not math.isfinite(v)]
+            if bad and self.recorders[i].status == "running":
+                self.diverge(i, f"{', '.join(bad)} became NaN/inf {where}")
+
+
+def fit_critic(cfg: UniO4Config, data: OfflineData, pack: Pack, device: torch.device,
                on_flush: Callable[[int, ValueLearner], None] | None = None) -> ValueLearner:
-    """Stage 1; `on_flush(step, critic)` runs at every metric flush (diagnostics that watch the critic learn)."""
-    seed = stage_seed(cfg.seed, "critic")
-    set_seed(seed)
-    critic = ValueLearner(cfg, data.obs.shape[1], data.act.shape[1]).to(device)
-    gen = _generator(seed, device)
-    log = MetricLog(out / "metrics_critic.csv", cfg.critic_steps, f"{ALGORITHM} critic")
+    """Stage 1 for the pack's seeds; `on_flush(step, critic)` runs at every metric flush (diagnostics that watch
+    the critic learn)."""
+    critic = ValueLearner(cfg, data.obs.shape[1], data.act.shape[1], pack.seeds).to(device)
+    rng = MemberRNG(pack.seeds, "uni_o4/critic-batches", device)
+    log = MetricLog([d / "metrics_critic.csv" for d in pack.dirs], cfg.critic_steps, f"{ALGORITHM} critic")
     for t in range(cfg.critic_steps):
-        log.add(critic.update(data, sample_index(len(data), cfg.critic_batch, gen, device)))
+        log.add(critic.update(data, rng.randint(len(data), cfg.critic_batch)))
         if (t + 1) % cfg.log_every == 0 or t + 1 == cfg.critic_steps:
-            log.flush(t + 1)
+            pack.check(log.flush_members(t + 1, "offline", active=pack.active()), f"at critic step {t + 1}")
             if on_flush is not None:
                 on_flush(t + 1, critic)
     return critic
 
 
-def critic_state(critic: ValueLearner, cfg: UniO4Config) -> dict[str, Any]:
-    """What the critic stage caches."""
-    return {"q": critic.q.state_dict(), "v": critic.v.state_dict(),
-            "fields": json.dumps(stage_fields(cfg, "critic"), default=str)}
-
-
-def load_critic_state(critic: ValueLearner, state: dict[str, Any]) -> ValueLearner:
-    """Put a cached critic_state() into `critic`; returns it."""
-    critic.q.load_state_dict(state["q"])
-    critic.v.load_state_dict(state["v"])
-    return critic
-
-
-def fit_dynamics(cfg: UniO4Config, data: OfflineData, device: torch.device, out: Path
-                 ) -> tuple[DynamicsEnsemble, dict[str, Any]]:
-    seed = stage_seed(cfg.seed, "dynamics")
-    set_seed(seed)
-    model = DynamicsEnsemble(data.obs.shape[1], data.act.shape[1], cfg.dyn_members, cfg.dyn_elites,
-                             cfg.dyn_hidden, cfg.dyn_weight_decay).to(device)
-    inputs = torch.cat([data.raw_obs, data.act], -1)
-    targets = torch.cat([data.raw_next_obs - data.raw_obs, data.rew.unsqueeze(-1)], -1)
-    log = MetricLog(out / "metrics_dynamics.csv", cfg.dyn_max_epochs, f"{ALGORITHM} dynamics")
-    info = train_dynamics(model, inputs, targets, cfg, _generator(seed, device), log)
-    return model, info
-
-
-def fit_bc(cfg: UniO4Config, data: OfflineData, device: torch.device, out: Path) -> tuple[PolicyEnsemble, dict]:
-    seed = stage_seed(cfg.seed, "bc")
-    set_seed(seed)
-    policy = PolicyEnsemble(cfg.n_policies, data.obs.shape[1], data.act.shape[1], cfg.pi_hidden, cfg.pi_depth,
-                            cfg.pi_activation).to(device)
+def fit_bc(cfg: UniO4Config, data: OfflineData, pack: Pack, device: torch.device
+           ) -> tuple[BoundedGaussianActor, list[dict[str, float]]]:
+    """Stage 2 for the pack's seeds: the S × N policies and each seed's last metric row."""
+    policy = make_policy(cfg, data.obs.shape[1], data.act.shape[1], pack.seeds).to(device)
     bc = BCEnsemble(policy, cfg)
-    gen = _generator(seed, device)
-    log = MetricLog(out / "metrics_bc.csv", cfg.critic_steps + cfg.bc_steps, f"{ALGORITHM} bc")
-    last: dict[str, float] = {}
+    rng = MemberRNG(pack.seeds, "uni_o4/bc-batches", device)
+    log = MetricLog([d / "metrics_bc.csv" for d in pack.dirs], cfg.critic_steps + cfg.bc_steps, f"{ALGORITHM} bc")
+    last: list[dict[str, float]] = [{} for _ in pack.seeds]
     for t in range(cfg.bc_steps):
-        idx = data.bc_index[sample_index(len(data.bc_index), cfg.bc_batch, gen, device)]
+        idx = data.bc_index[rng.randint(len(data.bc_index), cfg.bc_batch)]
         log.add(bc.update(data.obs[idx], data.act[idx]))
         if (t + 1) % cfg.log_every == 0 or t + 1 == cfg.bc_steps:
-            last = log.flush(cfg.critic_steps + t + 1)
+            last = log.flush_members(cfg.critic_steps + t + 1, "offline", active=pack.active())
+            pack.check(last, f"at BC step {t + 1}")
     return policy, last
 
 
-def improve(cfg: UniO4Config, data: OfflineData, critic: ValueLearner, dynamics: DynamicsEnsemble,
-            policy: PolicyEnsemble, done_fn: Callable, device: torch.device, out: Path, cache: StageCache,
-            key: str, on_eval: Callable[[PolicyEnsemble, int, torch.Tensor], None] | None = None) -> dict[str, Any]:
-    """Multi-step improvement of every member; returns final policies, AM-Q scores and gate statistics."""
-    seed = stage_seed(cfg.seed, "improve")
-    set_seed(seed)
-    gen = _generator(seed, device)
-    ope_gen = _generator(seed + 1, device)
-    imp = Improver(policy, critic, cfg)
+def fit_dynamics(cfg: UniO4Config, data: OfflineData, pack: Pack, device: torch.device
+                 ) -> tuple[ProbabilisticEnsemble, list[dict[str, Any]]]:
+    """Stage 3 for the pack's seeds: the model of (Δs, r) on raw states and each seed's fit summary."""
+    model = make_dynamics(cfg, data.obs.shape[1], data.act.shape[1], pack.seeds).to(device)
+    inputs = torch.cat([data.raw_obs, data.act], -1)
+    targets = torch.cat([data.raw_next_obs - data.raw_obs, data.rew.unsqueeze(-1)], -1)
+    log = MetricLog([d / "metrics_dynamics.csv" for d in pack.dirs], cfg.dyn_max_epochs, f"{ALGORITHM} dynamics")
+    infos = train_dynamics(model, inputs, targets, cfg, MemberRNG(pack.seeds, "uni_o4/dynamics", device), log)
+    for i, info in enumerate(infos):
+        if not math.isfinite(info["elite_holdout_mse"]):
+            pack.diverge(i, "the dynamics holdout loss became NaN/inf")
+    return model, infos
+
+
+def improve(cfg: UniO4Config, data: OfflineData, critic: ValueLearner, dynamics: ProbabilisticEnsemble,
+            policy: BoundedGaussianActor, done_fn: Callable, pack: Pack, device: torch.device,
+            partials: Sequence[Checkpointer],
+            on_eval: Callable[[BoundedGaussianActor, int, torch.Tensor], None] | None = None) -> dict[str, Any]:
+    """Stage 4 for the pack's seeds: multi-step improvement of every member; returns the final policies (S·N),
+    the AM-Q scores (S, N) of BC, of the final and of the best policies, replacements (S, N) and each seed's AM-Q
+    history. `partials` (one per seed) checkpoint the stage every `checkpoint_every` steps (resumed with --resume)."""
+    n = policy.copies
+    imp = Improver(policy, critic, cfg, pack.seeds)
+    batch_rng = MemberRNG(pack.seeds, "uni_o4/improve-batches", device)
+    ope_rng = MemberRNG(pack.seeds, "uni_o4/amq", device)
     critic.requires_grad_(False)
     dynamics.requires_grad_(False)
     offset = cfg.critic_steps + cfg.bc_steps
-    log = MetricLog(out / "metrics_improve.csv", offset + cfg.improve_steps, f"{ALGORITHM} improve")
-    ope_log = MetricLog(out / "metrics_ope.csv", offset + cfg.improve_steps, f"{ALGORITHM} AM-Q")
-    history: list[list[float]] = []
+    log = MetricLog([d / "metrics_improve.csv" for d in pack.dirs], offset + cfg.improve_steps, f"{ALGORITHM} improve")
+    ope_log = MetricLog([d / "metrics_ope.csv" for d in pack.dirs], offset + cfg.improve_steps, f"{ALGORITHM} AM-Q")
+    history: list[list[list[float]]] = [[] for _ in pack.seeds]
 
     def query() -> torch.Tensor:
-        start = data.raw_obs[sample_index(len(data), cfg.ope_batch, ope_gen, device)]
-        scores = am_q(imp.pi, critic.q_value, dynamics, start, data.normalize, cfg.ope_horizon, done_fn, ope_gen)
-        return scores
+        start = data.raw_obs[ope_rng.randint(len(data), cfg.ope_batch)]
+        return am_q(imp.pi, critic.q_value, dynamics, start, data.normalize, cfg.ope_horizon, done_fn, ope_rng, n)
+
+    def record(scores: torch.Tensor, replaced: torch.Tensor, step: int) -> None:
+        for h, row in zip(history, scores.cpu().tolist()):
+            h.append(row)
+        ope_log.add({"ope_mean": scores.mean(1), "ope_best_mean": imp.best.mean(1), "replaced": replaced.sum(1).float(),
+                     **{f"ope_{k}": scores[:, k] for k in range(n)}})
+        ope_log.flush_members(step, "offline", quiet=True, active=pack.active())  # one row per AM-Q query
+        for i, row in enumerate(history):
+            if not all(math.isfinite(v) for v in row[-1]):
+                pack.diverge(i, f"AM-Q score became NaN/inf at improvement step {step - offset}")
 
     start_step = 0
-    partial = cache.load(key, device, suffix=".partial") if cfg.resume else None
-    if partial is not None:
-        imp.pi.load_state_dict(partial["pi"])
-        imp.pi_old.load_state_dict(partial["pi_old"])
-        imp.opt.load_state_dict(partial["opt"])
-        imp.best = partial["best"]
-        imp.replacements = partial["replacements"]
-        history = [list(h) for h in partial["history"]]
-        gen.set_state(partial["gen"])
-        ope_gen.set_state(partial["ope_gen"])
-        set_rng_state(partial["rng"])
-        start_step = int(partial["step"])
-        print(f"[{ALGORITHM}] resumed the improvement stage at step {start_step}", flush=True)
-    else:
+    if cfg.resume:
+        recover_pack(partials)
+        loaded = [ck.load(device) for ck in partials]
+        at = {None if st is None else int(st["step"]) for st in loaded}
+        if len(at) == 1 and None not in at:
+            imp.load_state_dict(join_members([st["improver"] for st in loaded]))
+            batch_rng.load_state_dict(join_members([st["batch_rng"] for st in loaded]))
+            ope_rng.load_state_dict(join_members([st["ope_rng"] for st in loaded]))
+            history = [[list(h) for h in st["history"]] for st in loaded]
+            start_step = at.pop()
+            print(f"[{ALGORITHM}] resumed the improvement stage at step {start_step}", flush=True)
+        elif at != {None}:
+            print(f"[{ALGORITHM}] the seeds' improvement checkpoints differ ({sorted(at, key=str)}): the stage starts "
+                  "again", flush=True)
+    if start_step == 0:
         bc_scores = query()
         imp.gate(bc_scores)  # the BC policies' AM-Q is every member's first 'best'
-        history.append(bc_scores.cpu().tolist())
-        ope_log.add({"ope_mean": bc_scores.mean(), "ope_best_mean": bc_scores.mean(),
-                     "replaced": torch.zeros((), device=device), **{f"ope_{k}": bc_scores[k] for k in range(policy.n)}})
-        ope_log.flush(offset, quiet=True)
-    initial = torch.tensor(history[0], device=device)
+        record(bc_scores, torch.zeros_like(bc_scores), offset)
+    initial = torch.tensor([h[0] for h in history], device=device)
     scores = imp.best.clone()
     last_query = 0
     for t in range(start_step, cfg.improve_steps):
-        idx = sample_index(len(data), cfg.improve_batch, gen, device)
+        idx = batch_rng.randint(len(data), cfg.improve_batch)
         metrics = imp.update(data.obs[idx], t)
         if (t + 1) % cfg.ope_every == 0:
             scores = query()
-            improved = imp.gate(scores)
-            history.append(scores.cpu().tolist())
-            ope_log.add({"ope_mean": scores.mean(), "ope_best_mean": imp.best.mean(), "replaced": improved.sum(),
-                         **{f"ope_{k}": scores[k] for k in range(len(scores))}})
-            ope_log.flush(offset + t + 1, quiet=True)  # one row per AM-Q query (the host sync happened above)
+            record(scores, imp.gate(scores), offset + t + 1)
             last_query = t + 1
-            if not all(math.isfinite(v) for v in history[-1]):
-                raise DivergenceError(f"AM-Q score became NaN/inf at improvement step {t + 1}")
         log.add(metrics)
         if (t + 1) % cfg.log_every == 0 or t + 1 == cfg.improve_steps:
-            log.flush(offset + t + 1)
+            pack.check(log.flush_members(offset + t + 1, "offline", active=pack.active()),
+                       f"at improvement step {t + 1}")
         if on_eval is not None and cfg.offline_eval_every and (t + 1) % cfg.offline_eval_every == 0 \
                 and t + 1 < cfg.improve_steps:
             on_eval(imp.pi, offset + t + 1, scores)
         if (t + 1) % cfg.checkpoint_every == 0 and t + 1 < cfg.improve_steps:
-            cache.save(key, {"pi": imp.pi.state_dict(), "pi_old": imp.pi_old.state_dict(),
-                             "opt": imp.opt.state_dict(), "best": imp.best, "replacements": imp.replacements,
-                             "history": history, "gen": gen.get_state(), "ope_gen": ope_gen.get_state(),
-                             "rng": rng_state(), "step": t + 1}, suffix=".partial")
+            parts = split_members({"improver": imp.state_dict(), "batch_rng": batch_rng.state_dict(),
+                                   "ope_rng": ope_rng.state_dict()}, len(pack))
+            for ck in partials:
+                ck.path.parent.mkdir(parents=True, exist_ok=True)
+            save_pack(partials, [{**p, "history": h, "step": t + 1} for p, h in zip(parts, history)])
     if cfg.final_policy == "best":
         final, final_scores = imp.pi_old, imp.best.clone()
     else:
         final = imp.pi
         if last_query != cfg.improve_steps:
             scores = query()
-            history.append(scores.cpu().tolist())
+            for h, row in zip(history, scores.cpu().tolist()):
+                h.append(row)
         final_scores = scores
-    cache.remove(key, ".partial")
+    for ck in partials:
+        shutil.rmtree(ck.path.parent, ignore_errors=True)
     return {"policy": final, "ope": final_scores, "ope_bc": initial, "best": imp.best,
             "replacements": imp.replacements, "history": history}
 
@@ -1186,6 +1122,24 @@ def select_member(ope: list[float], env_scores: list[float] | None, rule: str, t
     return int(max(top, key=lambda k: env_scores[k]))
 
 
+def member_actor(cfg: UniO4Config, ensemble: BoundedGaussianActor, seeds: Sequence[int], chosen: Sequence[int]
+                 ) -> BoundedGaussianActor:
+    """One policy per seed: member chosen[s] of seed s's ensemble (a copy)."""
+    actor = make_policy(cfg, ensemble.obs_dim, ensemble.act_dim, seeds, copies=1)
+    rows = [s * ensemble.copies + k for s, k in enumerate(chosen)]
+    actor.load_state_dict({name: t[rows] for name, t in ensemble.state_dict().items()})
+    return actor.to(next(ensemble.parameters()).device)
+
+
+def plain_policy_state(policy: BoundedGaussianActor, row: int) -> dict[str, torch.Tensor]:
+    """Member `row` in the nn.Sequential layout of net.py's GaussPolicyMLP: net.{2i}.weight (out, in), net.{2i}.bias."""
+    out = {}
+    for i, layer in enumerate(policy.net.layers):
+        out[f"net.{2 * i}.weight"] = layer.weight[row].detach().T.cpu().clone()
+        out[f"net.{2 * i}.bias"] = layer.bias[row, 0].detach().cpu().clone()
+    return out
+
+
 class _OnlineRowsRecorder:
     """run_ppo counts online steps from 0 and truncates evaluations after its checkpoint's step on resume; this
     proxy keeps that truncation to the online rows, so the offline rows (whose steps are gradient steps) stay."""
@@ -1201,226 +1155,299 @@ class _OnlineRowsRecorder:
         self._rec.write()
 
 
-def ppo_config(cfg: UniO4Config) -> Any:
+def ppo_config(cfg: UniO4Config) -> PPOConfig:
     """The PPOConfig of the online phase (baselines.ppo) from this run's online_* fields."""
-    from baselines.ppo import PPOConfig
-
     return PPOConfig(
-        dataset=cfg.dataset, env=cfg.env, seed=cfg.seed, out=cfg.out, budget=cfg.budget, device=cfg.device,
-        resume=cfg.resume, eval_episodes=cfg.eval_episodes, log_every=cfg.log_every,
+        dataset=cfg.dataset, env=cfg.env, seed=cfg.seed, seeds=tuple(cfg.seeds), out=cfg.out, budget=cfg.budget,
+        device=cfg.device, resume=cfg.resume, eval_episodes=cfg.eval_episodes, log_every=cfg.log_every,
         checkpoint_every=cfg.checkpoint_every, total_steps=cfg.online_steps, eval_every=cfg.online_eval_every,
         num_envs=1, rollout_steps=cfg.online_rollout, minibatch_size=cfg.online_minibatch, epochs=cfg.online_epochs,
         actor_lr=cfg.online_actor_lr, critic_lr=cfg.online_critic_lr, anneal_lr=True, gamma=cfg.gamma,
         gae_lambda=cfg.online_gae_lambda, clip=cfg.online_clip, value_clip=cfg.online_clip,
         ent_coef=cfg.online_ent_coef, vf_coef=2.0, max_grad_norm=0.5, norm_adv=True, norm_obs=False,
         norm_reward=False, hidden=(cfg.pi_hidden,) * cfg.pi_depth, critic_hidden=(cfg.v_hidden,) * cfg.v_depth,
-        activation=cfg.pi_activation, preset="unio4",
+        activation=cfg.pi_activation, preset="unio4", threads=cfg.threads,
     )
 
 
-def online_critic(cfg: UniO4Config, critic: ValueLearner, data: OfflineData, device: torch.device) -> VNet:
-    """The PPO critic: the offline V with its output scaled to the online reward scale, or a V refit on MC returns."""
-    v = copy.deepcopy(critic.v).requires_grad_(True)
-    last = [m for m in v.net if isinstance(m, nn.Linear)][-1]
+def online_critic(cfg: UniO4Config, critic: ValueLearner, data: OfflineData, pack: Pack,
+                  device: torch.device) -> ValueNet:
+    """The PPO critic of every seed: its offline V with the output scaled to the online reward scale, or a V refit
+    on MC returns (official 'number'/'dynamic' strategies: lr 1e-4, batch 512)."""
     if cfg.online_critic_init == "offline_v":
+        v = copy.deepcopy(critic.v).requires_grad_(True)
+        last = v.net.layers[-1]
         with torch.no_grad():  # V of rewards × c is c·V: scale the last layer
-            last.weight.mul_(cfg.online_reward_scale)
-            last.bias.mul_(cfg.online_reward_scale)
+            last.weight_flat.mul_(cfg.online_reward_scale)
+            last.bias_flat.mul_(cfg.online_reward_scale)
         return v
-    seed = stage_seed(cfg.seed, "online_mc_v")
-    set_seed(seed)
-    gen = _generator(seed, device)
-    v = VNet(data.obs.shape[1], cfg.v_hidden, cfg.v_depth).to(device)
-    opt = torch.optim.Adam(v.parameters(), lr=1e-4)
+    v = ValueNet(data.obs.shape[1], member_generators(pack.seeds, "uni_o4/online-v"), cfg.v_hidden,
+                 cfg.v_depth).to(device)
+    opt = adam(v.parameters(), 1e-4)
+    rng = MemberRNG(pack.seeds, "uni_o4/online-v", device)
     target = data.mc_return * cfg.online_reward_scale
     log = MetricLog(None, cfg.online_mc_steps, f"{ALGORITHM} online V refit")
     for t in range(cfg.online_mc_steps):
-        idx = sample_index(len(data), 512, gen, device)
-        loss = (v(data.obs[idx]) - target[idx]).square().mean()
+        idx = rng.randint(len(data), 512)
+        loss = mean_per_member((v(data.obs[idx]) - target[idx]).square())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         opt.step()
         log.add({"mc_v_loss": loss.detach()})
         if (t + 1) % cfg.log_every == 0 or t + 1 == cfg.online_mc_steps:
-            log.flush(t + 1)
+            pack.check(log.flush_members(t + 1, "online", active=pack.active()), f"at V refit step {t + 1}")
     return v
 
 
 # ======================================================================================================================
 # The run
 # ======================================================================================================================
-def train(cfg: UniO4Config) -> dict[str, Any]:
-    """One run: offline stages, selection, online PPO. Writes summary.json, evals.csv, metrics_*.csv, cache/ and
-    policy.pt under the run directory; returns the summary (status finished, or diverged on NaN/inf)."""
+def train(cfg: UniO4Config) -> list[dict[str, Any]]:
+    """The run's seeds (--seeds, else --seed) in one process: offline stages, selection, online PPO. Writes
+    summary.json, evals.csv, episodes.csv, metrics_*.csv, cache/ and policy.pt in each seed's run directory;
+    returns each seed's summary (status finished, or diverged on NaN/inf)."""
     check_config(cfg)
-    cfg = dataclasses.replace(cfg, out=default_out(ALGORITHM, cfg))
-    out = Path(cfg.out)
-    recorder = RunRecorder(out, ALGORITHM, cfg.dataset, cfg.seed, config_dict(cfg), cfg.budget, resume=cfg.resume)
-    ok, _ = run_recorded(ALGORITHM, recorder, lambda: _train(cfg, out, recorder))
-    if ok:
-        recorder.finish("finished")
-    return recorder.summary()
+    seeds = list(cfg.seeds) or [cfg.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds repeats a seed: {','.join(map(str, seeds))}")
+    dirs = run_dirs(ALGORITHM, cfg)
+    configs = [dataclasses.replace(cfg, seed=s, seeds=(), out=str(d)) for s, d in zip(seeds, dirs)]
+    recorders = [RunRecorder(d, ALGORITHM, cfg.dataset, s, config_dict(c), cfg.budget, resume=cfg.resume)
+                 for s, d, c in zip(seeds, dirs, configs)]
+    if len(seeds) > 1:
+        for r in recorders:
+            r.extra["pack"] = seeds
+
+    def body() -> None:
+        try:
+            _train(cfg, configs, Pack(seeds, dirs, recorders))
+        except _AllDiverged:
+            pass
+
+    run_recorded(ALGORITHM, recorders, body, cfg.threads)
+    for r in recorders:
+        if r.status == "running":
+            r.finish("finished")
+    return [r.summary() for r in recorders]
 
 
-def _train(cfg: UniO4Config, out: Path, recorder: RunRecorder) -> None:
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+def _extra_all(pack: Pack, values: dict[str, Sequence[Any]] | None = None, **same: Any) -> None:
+    """summary.json extras: `same` for every seed, values[k][i] for seed i."""
+    for i, r in enumerate(pack.recorders):
+        r.extra.update(same)
+        for k, v in (values or {}).items():
+            r.extra[k] = v[i]
+
+
+def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
     device = pick_device(cfg.device)
-    set_seed(cfg.seed)
+    seeds = pack.seeds
     if not cfg.resume:  # a fresh run starts its metric files anew (cached stages keep no metrics of their own)
-        for p in out.glob("metrics*.csv"):
-            p.unlink()
+        for d in pack.dirs:
+            for p in d.glob("metrics*.csv"):
+                p.unlink()
     spec = dataset_spec(cfg)
-    ds = load_dataset(cfg.dataset, env_id=cfg.env)
-    data = prepare_data(ds, cfg, device)
-    keys = stage_keys(cfg)
-    cache = StageCache(out / "cache", cfg.cache)
+    data = prepare_data(load_dataset(cfg.dataset, env_id=cfg.env), cfg, device)
+    keys = [stage_keys(c) for c in configs]
+    caches = [StageCache(d / "cache", cfg.cache) for d in pack.dirs]
+    od, ad, n = data.obs.shape[1], data.act.shape[1], cfg.n_policies
     timings: dict[str, float] = {}
-    extra = recorder.extra
-    extra.update(dataset_transitions=len(data), bc_transitions=int(len(data.bc_index)), stage_keys=keys,
-                 bc_disagreement=cfg.bc_disagreement, selection=cfg.selection,
-                 selection_used_online_evaluations=cfg.selection == "official",
-                 reward_scale=data.reward_fn.scale, reward_bias=data.reward_fn.bias)
-    obs_dim, act_dim = data.obs.shape[1], data.act.shape[1]
+    _extra_all(pack, {"stage_keys": keys}, dataset_transitions=len(data), bc_transitions=int(len(data.bc_index)),
+               bc_disagreement=cfg.bc_disagreement, selection=cfg.selection, gate=cfg.gate,
+               selection_used_online_evaluations=cfg.selection == "official", reward_scale=data.reward_fn.scale,
+               reward_bias=data.reward_fn.bias, critic_from=cfg.critic_from or None)
+
+    def alive() -> None:
+        if not any(pack.active()):
+            raise _AllDiverged
+
+    def stage(name: str, fit: Callable[[Pack], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Each seed's state of a stage: from its cache, else fitted for the seeds whose cache misses it."""
+        t0 = time.time()
+        states = [c.load(k[name], device) for c, k in zip(caches, keys)]
+        miss = [i for i, st in enumerate(states) if st is None]
+        if miss:
+            fitted = fit(pack.subset(miss))
+            for j, i in enumerate(miss):
+                states[i] = fitted[j]
+                if pack.recorders[i].status == "running":
+                    caches[i].save(keys[i][name], fitted[j])
+        timings[f"{name}_s"] = time.time() - t0
+        alive()
+        return states
 
     # ---- 1. value learning
-    t0 = time.time()
-    critic = ValueLearner(cfg, obs_dim, act_dim).to(device)
-    st = cache.load(keys["critic"], device)
-    if st is None:
-        critic = fit_critic(cfg, data, device, out)
-        cache.save(keys["critic"], critic_state(critic, cfg))
-    else:
-        load_critic_state(critic, st)
-    timings["critic_s"] = time.time() - t0
+    def fit_critic_stage(sub: Pack) -> list[dict[str, Any]]:
+        if cfg.critic_from:
+            return [{"state": iql_critic_state(cfg.critic_from.format(seed=s)), "info": "{}"} for s in sub.seeds]
+        return stage_entries(critic_state(fit_critic(cfg, data, sub, device)), [{}] * len(sub))
+
+    crit_states = stage("critic", fit_critic_stage)
+    critic = ValueLearner(cfg, od, ad, seeds).to(device)
+    try:
+        load_critic_state(critic, join_members([st["state"] for st in crit_states]))
+    except RuntimeError:
+        raise ValueError(f"--critic-from {cfg.critic_from}: its networks do not have this run's widths (--q-hidden "
+                         f"{cfg.q_hidden} --q-depth {cfg.q_depth} --v-hidden {cfg.v_hidden} --v-depth "
+                         f"{cfg.v_depth})") from None
+
+    def module_stage(name: str, fit: Callable[[Pack], tuple[nn.Module, list[dict[str, Any]]]], module: nn.Module
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A stage whose fit returns (packed module, infos): its cache entries, loaded into `module`, and the infos."""
+        def fit_entries(sub: Pack) -> list[dict[str, Any]]:
+            fitted, infos = fit(sub)
+            return stage_entries(fitted.state_dict(), infos)
+
+        entries = stage(name, fit_entries)
+        return entries, load_entries(module, entries)
 
     # ---- 3. dynamics model (trained before BC as in main.py; independent of it)
-    t0 = time.time()
-    dynamics = DynamicsEnsemble(obs_dim, act_dim, cfg.dyn_members, cfg.dyn_elites, cfg.dyn_hidden,
-                                cfg.dyn_weight_decay).to(device)
-    st = cache.load(keys["dynamics"], device)
-    if st is None:
-        dynamics, dyn_info = fit_dynamics(cfg, data, device, out)
-        cache.save(keys["dynamics"], {"model": dynamics.state_dict(), "info": json.dumps(dyn_info),
-                                      "fields": json.dumps(stage_fields(cfg, "dynamics"), default=str)})
-    else:
-        dynamics.load_state_dict(st["model"])
-        dyn_info = json.loads(st["info"])
-    extra.update(dynamics_epochs=dyn_info["epochs"], dynamics_elites=dyn_info["elites"],
-                 dynamics_elite_holdout_mse=dyn_info["elite_holdout_mse"])
-    timings["dynamics_s"] = time.time() - t0
+    dynamics = make_dynamics(cfg, od, ad, seeds).to(device)
+    dyn_states, dyn_info = module_stage("dynamics", lambda sub: fit_dynamics(cfg, data, sub, device), dynamics)
+    _extra_all(pack, {"dynamics_epochs": [d["epochs"] for d in dyn_info],
+                      "dynamics_elites": [d["elites"] for d in dyn_info],
+                      "dynamics_elite_holdout_mse": [d["elite_holdout_mse"] for d in dyn_info]})
 
     # ---- 2. ensemble BC
-    t0 = time.time()
-    st = cache.load(keys["bc"], device)
-    if st is None:
-        bc_policy, bc_metrics = fit_bc(cfg, data, device, out)
-        cache.save(keys["bc"], {"policy": bc_policy.state_dict(), "metrics": json.dumps(bc_metrics),
-                                "fields": json.dumps(stage_fields(cfg, "bc"), default=str)})
-    else:
-        bc_policy = PolicyEnsemble(cfg.n_policies, obs_dim, act_dim, cfg.pi_hidden, cfg.pi_depth,
-                                   cfg.pi_activation).to(device)
-        bc_policy.load_state_dict(st["policy"])
-        bc_metrics = json.loads(st["metrics"])
-    extra.update(bc_pair_kl=bc_metrics.get("pair_kl"), bc_pair_action_dist=bc_metrics.get("pair_action_dist"),
-                 bc_nll=bc_metrics.get("bc_nll"))
-    timings["bc_s"] = time.time() - t0
+    bc_policy = make_policy(cfg, od, ad, seeds).to(device)
+    bc_states, bc_metrics = module_stage("bc", lambda sub: fit_bc(cfg, data, sub, device), bc_policy)
+    _extra_all(pack, {k: [m.get(src) for m in bc_metrics] for k, src in
+                      (("bc_pair_kl", "pair_kl"), ("bc_pair_action_dist", "pair_action_dist"), ("bc_nll", "bc_nll"))})
 
     # offline evaluations: the run's records are rebuilt on resume unless the online phase had started
-    ckpt = Checkpointer(out)
-    online_started = cfg.resume and (ck := ckpt.load("cpu")) is not None and ck.get("phase") == "online"
+    ckpts = [Checkpointer(d) for d in pack.dirs]
+    if cfg.resume:
+        recover_pack(ckpts)
+    phases = [st.get("phase") if (st := ck.load("cpu")) is not None else None for ck in ckpts] if cfg.resume else []
+    online_started = bool(phases) and all(p == "online" for p in phases)
     if not online_started:
-        recorder.rows = []
-        recorder.write()
-    evaluator = Evaluator(spec, recorder, cfg.seed, cfg.eval_episodes, obs_transform=data.normalizer)
+        for r in pack.recorders:
+            r.rows = []
+            r.write()
+            (r.out / "episodes.csv").unlink(missing_ok=True)
     done_fn = termination_fn(spec)
     bc_end = cfg.critic_steps + cfg.bc_steps
     offline_end = bc_end + cfg.improve_steps
 
-    def evaluate_members(policy: PolicyEnsemble, step: int, stage: str, ope: torch.Tensor) -> list[float]:
-        scores = []
+    def evaluate_members(sub: Pack, policy: BoundedGaussianActor, step: int, stage_name: str, ope: torch.Tensor,
+                         members: Sequence[int] | None = None, code: int = 0) -> list[list[Any]]:
+        """Evaluate members (default all) of every seed of `sub` in one vector env per member; per seed, per member
+        the EvalResult. Evaluation k of a point `code` has the eval index code·N + k (the same alone and packed)."""
+        ev = Evaluator(spec, sub.recorders, sub.seeds, cfg.eval_episodes, obs_transform=data.normalizer)
         ope_l = ope.cpu().tolist()
-        for k in range(policy.n):
-            pol = policy.member(k).eval()
-            res = evaluator(torch_policy(pol.act, device), step, "offline", 0, member=k, stage=stage, ope=ope_l[k])
-            scores.append(res.normalized_score)
-        return scores
+        out: list[list[Any]] = [[] for _ in sub.seeds]
+        k_rows = policy.copies
+        for k in members if members is not None else range(k_rows):
+            def act(obs: np.ndarray, k: int = k) -> np.ndarray:
+                x = pad_rows(torch.as_tensor(obs, dtype=torch.float32, device=device))
+                a = policy.act(expand_members(x, k_rows)).view(x.shape[0], k_rows, x.shape[1], -1)
+                return a[:, k, :obs.shape[1]].cpu().numpy()
+
+            ev.index = code * max(n, 1) + k
+            extras = [{"member": k, "stage": stage_name, "ope": ope_l[i][k]} for i in range(len(sub))]
+            for i, res in enumerate(ev.members(act, step, "offline", 0, extras, sub.active())):
+                out[i].append(res)
+        return out
 
     # ---- 4. multi-step improvement
-    t0 = time.time()
-    st = cache.load(keys["improve"], device)
-    if st is None:
-        pol = copy.deepcopy(bc_policy)
-        on_eval = None if online_started else (lambda p, s, o: evaluate_members(p, s, "improve", o))
-        res = improve(cfg, data, critic, dynamics, pol, done_fn, device, out, cache, keys["improve"], on_eval)
-        final = res["policy"]
-        imp = {"ope": res["ope"].cpu().tolist(), "ope_bc": res["ope_bc"].cpu().tolist(),
-               "best": res["best"].cpu().tolist(), "replacements": res["replacements"].cpu().tolist(),
-               "history": res["history"]}
-        cache.save(keys["improve"], {"policy": final.state_dict(), "info": json.dumps(imp),
-                                     "fields": json.dumps(stage_fields(cfg, "improve"), default=str)})
-    else:
-        final = PolicyEnsemble(cfg.n_policies, obs_dim, act_dim, cfg.pi_hidden, cfg.pi_depth,
-                               cfg.pi_activation).to(device)
-        final.load_state_dict(st["policy"])
-        imp = json.loads(st["info"])
-    timings["improve_s"] = time.time() - t0
-    extra.update(ope_bc=imp["ope_bc"], ope_final=imp["ope"], ope_best=imp["best"],
-                 behaviour_replacements=imp["replacements"], ope_queries=len(imp["history"]))
-    (out / "ope_history.json").write_text(json.dumps(imp["history"]))
+    def fit_improve_stage(sub: Pack) -> list[dict[str, Any]]:
+        idx = [seeds.index(s) for s in sub.seeds]
+
+        def pick(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [entries[i] for i in idx]
+
+        sub_critic = ValueLearner(cfg, od, ad, sub.seeds).to(device)
+        load_critic_state(sub_critic, join_members([e["state"] for e in pick(crit_states)]))
+        sub_dyn = make_dynamics(cfg, od, ad, sub.seeds).to(device)
+        load_entries(sub_dyn, pick(dyn_states))
+        pol = make_policy(cfg, od, ad, sub.seeds).to(device)
+        load_entries(pol, pick(bc_states))
+        on_eval = None if online_started else (
+            lambda p, step, o: evaluate_members(sub, p, step, "improve", o, code=step))
+        partials = [caches[i].partial(keys[i]["improve"]) for i in idx]
+        res = improve(cfg, data, sub_critic, sub_dyn, pol, done_fn, sub, device, partials, on_eval)
+        infos = [{"ope": res["ope"][j].tolist(), "ope_bc": res["ope_bc"][j].tolist(), "best": res["best"][j].tolist(),
+                  "replacements": res["replacements"][j].tolist(), "history": res["history"][j]}
+                 for j in range(len(sub))]
+        return stage_entries(res["policy"].state_dict(), infos)
+
+    imp_states = stage("improve", fit_improve_stage)
+    final = make_policy(cfg, od, ad, seeds).to(device)
+    imp = load_entries(final, imp_states)
+    _extra_all(pack, {"ope_bc": [x["ope_bc"] for x in imp], "ope_final": [x["ope"] for x in imp],
+                      "ope_best": [x["best"] for x in imp], "behaviour_replacements": [x["replacements"] for x in imp],
+                      "ope_queries": [len(x["history"]) for x in imp]})
+    for d, x in zip(pack.dirs, imp):
+        (d / "ope_history.json").write_text(json.dumps(x["history"]))
 
     # ---- offline evaluations, selection
     if not online_started:
-        bc_scores = evaluate_members(bc_policy, bc_end, "bc", torch.tensor(imp["ope_bc"]))
-        env_scores = evaluate_members(final, offline_end, "improve", torch.tensor(imp["ope"]))
-        extra.update(bc_scores=bc_scores, member_scores=env_scores)
-    else:
-        env_scores = extra.get("member_scores")
-    sel = select_member(imp["ope"], env_scores, cfg.selection, cfg.selection_top_k)
-    extra.update(selected_member=sel)
-    actor = final.member(sel)
+        bc_res = evaluate_members(pack, bc_policy, bc_end, "bc", torch.tensor([x["ope_bc"] for x in imp]), code=0)
+        fin_res = evaluate_members(pack, final, offline_end, "improve", torch.tensor([x["ope"] for x in imp]),
+                                   code=cfg.improve_steps + 1)
+        _extra_all(pack, {"bc_scores": [[r.normalized_score for r in rs] for rs in bc_res],
+                          "member_scores": [[r.normalized_score for r in rs] for rs in fin_res],
+                          "bc_lengths": [[r.length_mean for r in rs] for rs in bc_res],
+                          "member_lengths": [[r.length_mean for r in rs] for rs in fin_res]})
+    env_scores = [r.extra.get("member_scores") for r in pack.recorders]
+    chosen = [select_member(x["ope"], sc, cfg.selection, cfg.selection_top_k) for x, sc in zip(imp, env_scores)]
+    _extra_all(pack, {"selected_member": chosen})
+    actor = member_actor(cfg, final, seeds, chosen)
     if not online_started:
-        evaluator(torch_policy(actor.act, device), offline_end, "offline", 0, member=sel, stage="selected",
-                  ope=imp["ope"][sel])
-    recorder.progress(offline_end, 0)
-    _save_policy(out, actor, data, cfg, sel)
+        ope_sel = torch.tensor([[x["ope"][k]] * max(n, 1) for x, k in zip(imp, chosen)])
+        ev = Evaluator(spec, pack.recorders, seeds, cfg.eval_episodes, obs_transform=data.normalizer,
+                       index=(cfg.improve_steps + 2) * max(n, 1))
+        extras = [{"member": k, "stage": "selected", "ope": o[0]} for k, o in zip(chosen, ope_sel.tolist())]
+        ev.members(lambda obs: actor.act(pad_rows(torch.as_tensor(obs, device=device)))[:, :obs.shape[1]].cpu().numpy(),
+                   offline_end, "offline", 0, extras, pack.active())
+    for r in pack.recorders:
+        r.progress(offline_end, 0)
+    _save_policies(pack, actor, data, cfg, chosen)
 
     # ---- 6. online PPO from the selected member
     if cfg.online_steps > 0:
-        from baselines.ppo import run_ppo
-
         t0 = time.time()
-        v = online_critic(cfg, critic, data, device)
+        v = online_critic(cfg, critic, data, pack, device)
         rt = data.reward_fn
         online_rt = RewardTransform(rt.scale * cfg.online_reward_scale, rt.bias * cfg.online_reward_scale)
         actor.train()
-        res = run_ppo(ppo_config(cfg), spec, actor, v, recorder=_OnlineRowsRecorder(recorder), evaluator=evaluator,
-                      obs_normalizer=data.normalizer, reward_transform=online_rt, step_offset=0, checkpointer=ckpt,
-                      phase="online")
+        pcfg = ppo_config(cfg)
+        evaluator = Evaluator(spec, pack.recorders, seeds, cfg.eval_episodes, obs_transform=data.normalizer,
+                              index=(cfg.improve_steps + 3) * max(n, 1))
+        results = run_ppo(pcfg, spec, PPOAgent(pcfg, actor, v, seeds),
+                          recorders=[_OnlineRowsRecorder(r) for r in pack.recorders], evaluator=evaluator,
+                          obs_normalizer=data.normalizer, reward_transform=online_rt, checkpointers=ckpts,
+                          phase="online")
         timings["online_s"] = time.time() - t0
-        extra.update(online_env_steps_per_s=round(res["env_steps_per_s"], 1),
-                     online_train_return_last10=float(np.mean(res["episode_returns"][-10:]))
-                     if res["episode_returns"] else None)
-        _save_policy(out, actor, data, cfg, sel)
-        recorder.progress(offline_end, res["env_steps"])
-    extra.update(timings={k: round(v, 1) for k, v in timings.items()}, cache_hits=cache.hits)
+        _extra_all(pack, {"online_env_steps_per_s": [round(r["env_steps_per_s"], 1) for r in results],
+                          "online_train_return_last10": [float(np.mean(r["episode_returns"][-10:]))
+                                                         if r["episode_returns"] else None for r in results]})
+        _save_policies(pack, actor, data, cfg, chosen)
+        for r, res in zip(pack.recorders, results):
+            r.progress(offline_end, res["env_steps"])
+    _extra_all(pack, {"cache_hits": [c.hits for c in caches]},
+               timings={k: round(v, 1) for k, v in timings.items()})
 
 
-def _save_policy(out: Path, actor: GaussPolicy, data: OfflineData, cfg: UniO4Config, member: int) -> None:
-    """policy.pt: the selected (and, after the online phase, fine-tuned) actor with its architecture and obs stats."""
-    torch.save({"actor": {k: v.detach().cpu() for k, v in actor.state_dict().items()},
-                "arch": {"obs_dim": actor.obs_dim, "act_dim": actor.act_dim, "hidden": cfg.pi_hidden,
-                         "depth": cfg.pi_depth, "activation": cfg.pi_activation},
-                "obs_norm": {"mean": data.obs_mean.cpu(), "std": data.obs_std.cpu()}, "member": member},
-               out / "policy.pt")
+def _save_policies(pack: Pack, actor: BoundedGaussianActor, data: OfflineData, cfg: UniO4Config,
+                   chosen: Sequence[int]) -> None:
+    """policy.pt of every active seed: the selected (and, after the online phase, fine-tuned) actor in the layout
+    of net.py's GaussPolicyMLP, with its architecture and the observation statistics."""
+    for s, (r, k) in enumerate(zip(pack.recorders, chosen)):
+        if r.status != "running":
+            continue
+        torch.save({"actor": plain_policy_state(actor, s),
+                    "arch": {"obs_dim": actor.obs_dim, "act_dim": actor.act_dim, "hidden": cfg.pi_hidden,
+                             "depth": cfg.pi_depth, "activation": cfg.pi_activation, "log_std_range": LOG_STD_RANGE},
+                    "obs_norm": {"mean": data.obs_mean.cpu(), "std": data.obs_std.cpu()}, "member": k},
+                   r.out / "policy.pt")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 finished, 3 diverged)."""
-    torch.set_num_threads(1)
+    """Command line entry point; returns the exit status (0 all finished, 3 a seed diverged)."""
     cfg = parse_config(UniO4Config, presets, argv, description=__doc__)
-    summary = train(cfg)
-    return {"finished": 0, "diverged": 3}.get(summary["status"], 1)
+    statuses = [s["status"] for s in train(cfg)]
+    return 0 if all(s == "finished" for s in statuses) else 3 if "diverged" in statuses else 1
 
 
 if __name__ == "__main__":

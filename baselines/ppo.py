@@ -1,4 +1,4 @@
-"""PPO-clip with GAE for continuous control, single file (CleanRL ppo_continuous_action.py style).
+"""PPO-clip with GAE for continuous control, single file (CleanRL ppo_continuous_action.py style), S seeds per process.
 
 Sources of the defaults:
 - From scratch: CleanRL `ppo_continuous_action.py` (Huang et al. 2022, "The 37 implementation details of PPO"):
@@ -13,7 +13,13 @@ Sources of the defaults:
 
 Differences from CleanRL, on purpose: actor and critic have separate Adam optimisers (Uni-O4 does so; the nets share
 no parameters, so this equals CleanRL's joint Adam except that grad-norm clipping is per net); `vf_coef` multiplies
-CleanRL's 0.5·(v − R)² (Uni-O4's (v − R)² is `vf_coef = 2`).
+CleanRL's 0.5·(v − R)² (Uni-O4's (v − R)² is `vf_coef = 2`); log σ is clamped to [−20, 2] (o2o.nets.GaussianActor).
+
+Seeds packed (`--seeds 0,1,2`): the networks are o2o.nets modules with a leading member axis, S seeds × `num_envs`
+envs run in one vector env, and every random number (action noise, minibatch order) comes from the seed's own
+stream (o2o.rng.MemberRNG), so each seed gets the records it gets alone (tests/test_ppo.py). Seed s's env j starts
+with `reset(seed=env_seed(s) + j)`; observation and reward statistics, losses, gradient clipping and divergence are
+per seed; one run directory per seed (`<out>/seed<N>/`), one checkpoint file each (o2o.training.save_pack).
 
 Truncation (time limits): the vector env autoresets in the same step and hands back the last observation of a
 truncated episode in `info["final_obs"]`. A truncated (not terminated) step is bootstrapped with γ·V(s_final): the
@@ -21,8 +27,9 @@ rollout stores it in `final_values`, and `gae` adds it to that step's TD target;
 cut the advantage trace so that no value leaks across episodes. A terminated step gets no bootstrap.
 
 Command line: `python baselines/ppo.py --dataset local:hopper-medium --seed 0 --out DIR --budget smoke|short|full`
-(the dataset only names the env; PPO from scratch reads no data). `--preset unio4` uses `UNIO4_ONLINE` (from
-scratch that still trains this file's GaussianActor; Uni-O4 itself passes its BC policy and offline V to run_ppo).
+(the dataset only names the env; PPO from scratch reads no data); `--seeds 0,1` trains both in one process.
+`--preset unio4` uses `UNIO4_ONLINE` (from scratch that still trains this file's actor; Uni-O4 itself hands
+run_ppo its BC policy and offline V).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,38 +46,48 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.distributions import Normal
 
 if __package__ in (None, ""):  # `python baselines/ppo.py` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from o2o.cli import RunConfig, dataset_spec, default_out, parse_config, steps  # noqa: E402
+from o2o.cli import RunConfig, dataset_spec, parse_config, steps  # noqa: E402
 from o2o.envs import make_vector_env  # noqa: E402
-from o2o.records import RunRecorder  # noqa: E402
+from o2o.nets import (  # noqa: E402
+    EnsembleLinear,
+    GaussianActor,
+    ValueNet,
+    clip_grad_norm_per_member,
+    join_members,
+    split_members,
+)
+from o2o.records import RunRecorder, truncate_csv  # noqa: E402
 from o2o.registry import DatasetSpec  # noqa: E402
+from o2o.rng import MemberRNG, member_generators, stream_key  # noqa: E402
 from o2o.training import (  # noqa: E402
     Checkpointer,
-    DivergenceError,
+    CheckpointError,
     Evaluator,
     MetricLog,
     config_dict,
-    rng_state,
+    pick_device,
+    recover_pack,
     run_recorded,
-    set_rng_state,
-    set_seed,
+    save_pack,
 )
 
 ALGORITHM = "ppo"
+ROW_PAD = 64  # rows per seed are padded to a multiple of this when acting (see pad_rows)
 
 
 # ----------------------------------------------------------------------------------------------------- config
 @dataclass
 class PPOConfig(RunConfig):
-    """PPO hyperparameters (CleanRL defaults); step fields count env steps."""
+    """PPO hyperparameters (CleanRL defaults); step fields count env steps per seed."""
 
+    seeds: tuple[int, ...] = ()  # train these seeds in one process, each in <out>/seed<N>/ (empty: --seed alone)
     total_steps: int = steps(1_000_000, 4096)  # env steps
     eval_every: int = steps(20_000, 2048)  # env steps between evaluations (checked after each update)
-    num_envs: int = 1
+    num_envs: int = 1  # envs per seed
     rollout_steps: int = 2048  # steps per env per update
     minibatch_size: int = 64
     epochs: int = 10
@@ -89,15 +106,15 @@ class PPOConfig(RunConfig):
     norm_reward: bool = True  # divide by the running std of the discounted return
     clip_obs: float = 10.0
     clip_reward: float = 10.0
-    target_kl: float | None = None  # stop an update's epochs early when the approximate KL exceeds it
-    hidden: tuple[int, ...] = (64, 64)
+    target_kl: float | None = None  # stop an update's epochs early when the approximate KL exceeds it (one seed only)
+    hidden: tuple[int, ...] = (64, 64)  # equal widths (o2o.nets.MLP)
     critic_hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     init_log_std: float = 0.0
     preset: str = "cleanrl"  # cleanrl | unio4 (UNIO4_ONLINE of the dataset's domain)
     snapshot_every: int = 0  # env steps; >0 keeps policy snapshots in the result (behaviour-policy training)
     record_actions: bool = False  # keep every env's executed actions in the result (medium-replay source)
-
+    threads: int = 1  # torch.set_num_threads (0 = torch's default)
 
 # Uni-O4 online phase (ppo_finetune/main.py defaults and scripts/*.sh); actor lr per family where scripts differ.
 UNIO4_ONLINE: dict[str, dict[str, Any]] = {
@@ -137,62 +154,130 @@ def presets(spec: DatasetSpec, preset: str = "cleanrl") -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------- networks
-def _layer(fan_in: int, fan_out: int, gain: float) -> nn.Linear:
-    layer = nn.Linear(fan_in, fan_out)
-    nn.init.orthogonal_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
-    return layer
+def widths(hidden: Sequence[int], what: str) -> tuple[int, int]:
+    """(width, layers) of a hidden-layer tuple of equal widths (o2o.nets.MLP); ValueError otherwise."""
+    if not hidden or len(set(hidden)) != 1:
+        raise ValueError(f"{what} must be one or more equal widths, not {tuple(hidden)}")
+    return int(hidden[0]), len(hidden)
 
 
-def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation: str = "tanh", out_gain: float = 1.0
-        ) -> nn.Sequential:
-    """MLP with orthogonal init (gain √2 hidden, `out_gain` last), as CleanRL's layer_init."""
-    act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
-    layers: list[nn.Module] = []
-    d = in_dim
-    for h in hidden:
-        layers += [_layer(d, h, math.sqrt(2)), act()]
-        d = h
-    layers.append(_layer(d, out_dim, out_gain))
-    return nn.Sequential(*layers)
+def make_actor(cfg: PPOConfig, obs_dim: int, act_dim: int, seeds: Sequence[int]) -> GaussianActor:
+    """CleanRL's actor for S seeds: orthogonal init (gain √2, output 0.01), state-independent log σ (init_log_std)."""
+    width, depth = widths(cfg.hidden, "--hidden")
+    actor = GaussianActor(obs_dim, act_dim, member_generators(seeds, "ppo/actor"), width, depth, tanh_mean=False,
+                          init="orthogonal", out_gain=0.01, activation=cfg.activation)
+    with torch.no_grad():
+        actor.log_std.fill_(cfg.init_log_std)
+    return actor
 
 
-class GaussianActor(nn.Module):
-    """Diagonal Gaussian policy: MLP mean (optionally tanh-bounded) and a state-independent log std (CleanRL)."""
+def make_critic(cfg: PPOConfig, obs_dim: int, seeds: Sequence[int]) -> ValueNet:
+    """CleanRL's critic for S seeds: orthogonal init (gain √2, output 1)."""
+    width, depth = widths(cfg.critic_hidden, "--critic-hidden")
+    return ValueNet(obs_dim, member_generators(seeds, "ppo/critic"), width, depth, init="orthogonal", out_gain=1.0,
+                    activation=cfg.activation)
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh",
-                 init_log_std: float = 0.0, tanh_mean: bool = False) -> None:
-        super().__init__()
-        self.obs_dim, self.act_dim, self.tanh_mean = obs_dim, act_dim, tanh_mean
-        self.mean_net = mlp(obs_dim, tuple(hidden), act_dim, activation, out_gain=0.01)
-        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
-    def mean(self, obs: torch.Tensor) -> torch.Tensor:
-        """Mean action (tanh-bounded when tanh_mean)."""
-        mu = self.mean_net(obs)
-        return torch.tanh(mu) if self.tanh_mean else mu
+def pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """(S, n, d) padded with zero rows to a multiple of ROW_PAD rows per seed: elementwise kernels then treat a seed's
+    rows alike whatever S is (bit-identical alone and packed, as o2o.loop.act_padded)."""
+    pad = -x.shape[1] % ROW_PAD
+    return torch.cat([x, x.new_zeros(x.shape[0], pad, x.shape[2])], 1) if pad else x
 
-    def dist(self, obs: torch.Tensor) -> Normal:
-        """Per-dimension Normal; sum log_prob over the last dim."""
-        mu = self.mean(obs)
-        return Normal(mu, self.log_std.exp().expand_as(mu), validate_args=False)
 
+class PPOAgent:
+    """S seeds' actor (`mean_log_std(obs) -> (μ, log σ)`, o2o.nets) and critic, their Adams (eps 1e-5, fused) and the
+    seeds' random streams; every tensor with the member axis first."""
+
+    def __init__(self, cfg: PPOConfig, actor: nn.Module, critic: nn.Module, seeds: Sequence[int]) -> None:
+        self.actor, self.critic, self.seeds = actor, critic, list(seeds)
+        device = next(actor.parameters()).device
+        self.rng = MemberRNG(seeds, "ppo", device)
+        self.opt_a = torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr, eps=1e-5, fused=True)
+        self.opt_c = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5, fused=True)
+
+    @property
+    def members(self) -> int:
+        """S."""
+        return len(self.seeds)
+
+    def dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ and log σ, each (S, B, act_dim)."""
+        mean, log_std = self.actor.mean_log_std(obs)
+        return mean, log_std.expand_as(mean)
+
+    @torch.no_grad()
+    def explore(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For observations (S, n, d): sampled actions (S, n, a), their log π (S, n) and V (S, n)."""
+        x = pad_rows(obs)
+        mean, log_std = self.dist(x)
+        eps = self.rng.randn(*mean.shape[1:])
+        act = mean + log_std.exp() * eps
+        logp = gaussian_log_prob(act, mean, log_std)
+        n = obs.shape[1]
+        return act[:, :n], logp[:, :n], self.critic(x)[:, :n]
+
+    @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Deterministic action (the mean)."""
-        return self.mean(obs)
+        """Deterministic (evaluation) actions, the mean: (S, n, d) -> (S, n, a)."""
+        return self.actor.act(pad_rows(obs))[:, :obs.shape[1]]
 
-    forward = act
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V: (S, n, d) -> (S, n)."""
+        return self.critic(pad_rows(obs))[:, :obs.shape[1]]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything trainable (member axis first)."""
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "opt_actor": self.opt_a.state_dict(), "opt_critic": self.opt_c.state_dict(),
+                "rng": self.rng.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state_dict()."""
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_a.load_state_dict(state["opt_actor"])
+        self.opt_c.load_state_dict(state["opt_critic"])
+        self.rng.load_state_dict(state["rng"])
 
 
-class ValueCritic(nn.Module):
-    """State-value function V(s) -> (B,)."""
+def make_agent(cfg: PPOConfig, spec: DatasetSpec, seeds: Sequence[int] | None = None,
+               device: torch.device | str = "cpu") -> PPOAgent:
+    """Fresh actor and critic of the config's sizes for `seeds` (default: cfg.seeds, else cfg.seed)."""
+    seeds = list(seeds or cfg.seeds or [cfg.seed])
+    actor = make_actor(cfg, spec.obs_dim, spec.act_dim, seeds).to(device)
+    return PPOAgent(cfg, actor, make_critic(cfg, spec.obs_dim, seeds).to(device), seeds)
 
-    def __init__(self, obs_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh") -> None:
-        super().__init__()
-        self.net = mlp(obs_dim, tuple(hidden), 1, activation, out_gain=1.0)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs).squeeze(-1)
+def plain_actor_state(actor: GaussianActor, member: int, tanh_mean: bool = False) -> dict[str, torch.Tensor]:
+    """Seed `member`'s actor in the portable layout of policy files (o2o.generate.NumpyGaussianPolicy reads it):
+    mean_net.{2i}.weight (out, in), mean_net.{2i}.bias, log_std (act_dim,), the clamped value the actor uses."""
+    out: dict[str, torch.Tensor] = {}
+    for i, layer in enumerate(actor.net.layers):
+        out[f"mean_net.{2 * i}.weight"] = layer.weight[member].detach().T.cpu().clone()
+        out[f"mean_net.{2 * i}.bias"] = layer.bias[member, 0].detach().cpu().clone()
+    out["log_std"] = actor.log_std[member, :actor.act_dim].detach().clamp(actor.log_std_min, actor.log_std_max).cpu()
+    return out
+
+
+def random_actor_state(obs_dim: int, act_dim: int, seed: int) -> dict[str, torch.Tensor]:
+    """The randomly initialised 64×64 tanh actor of the earlier single-seed PPO under torch.manual_seed(seed), in the
+    portable layout: the draws of nn.Linear's own init, then orthogonal W (gain √2, output 0.01) and zero bias, layer by
+    layer, reproduced from one generator (o2o.generate's random datasets stay what they were)."""
+    gen = torch.Generator().manual_seed(seed)
+    dims, gains = [obs_dim, 64, 64, act_dim], [math.sqrt(2), math.sqrt(2), 0.01]
+    out: dict[str, torch.Tensor] = {}
+    for i, (fan_in, fan_out, gain) in enumerate(zip(dims[:-1], dims[1:], gains)):
+        layer = EnsembleLinear(1, fan_in, fan_out)
+        bound = 1.0 / math.sqrt(fan_in)  # nn.Linear.reset_parameters: kaiming_uniform(a=√5) weight, uniform bias
+        torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)
+        torch.empty(fan_out).uniform_(-bound, bound, generator=gen)
+        layer.init_member_(0, gen, "orthogonal", gain)
+        out[f"mean_net.{2 * i}.weight"] = layer.weight[0].detach().T.clone()
+        out[f"mean_net.{2 * i}.bias"] = layer.bias[0, 0].detach().clone()
+    out["log_std"] = torch.zeros(act_dim)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------- losses
@@ -222,18 +307,20 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_v
 
 
 def ppo_loss(new_logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
-    """Clipped surrogate, to minimise: −E[min(ρA, clip(ρ, 1−ε, 1+ε)A)], ρ = exp(new − old)."""
+    """Clipped surrogate, to minimise: −E[min(ρA, clip(ρ, 1−ε, 1+ε)A)], ρ = exp(new − old), the mean over the last
+    dim: (B,) -> scalar, (M, B) -> one loss per member (M,)."""
     ratio = (new_logp - old_logp).exp()
-    return -torch.min(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv).mean()
+    return -torch.min(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv).mean(-1)
 
 
 def value_loss(v: torch.Tensor, v_old: torch.Tensor, returns: torch.Tensor, clip: float | None) -> torch.Tensor:
-    """0.5·E[max((v−R)², (v_old + clip(v − v_old, ±ε) − R)²)] (CleanRL); unclipped 0.5·E[(v−R)²] when clip is None."""
+    """0.5·E[max((v−R)², (v_old + clip(v − v_old, ±ε) − R)²)] (CleanRL); unclipped 0.5·E[(v−R)²] when clip is None.
+    The mean over the last dim, as ppo_loss."""
     err = (v - returns).pow(2)
     if clip is None:
-        return 0.5 * err.mean()
+        return 0.5 * err.mean(-1)
     v_clipped = v_old + (v - v_old).clamp(-clip, clip)
-    return 0.5 * torch.max(err, (v_clipped - returns).pow(2)).mean()
+    return 0.5 * torch.max(err, (v_clipped - returns).pow(2)).mean(-1)
 
 
 # ----------------------------------------------------------------------------------------------------- normalisers
@@ -315,300 +402,363 @@ class RewardScaler:
 
 
 # ----------------------------------------------------------------------------------------------------- training
-def _finite_params(*modules: nn.Module) -> torch.Tensor:
-    return torch.stack([torch.isfinite(p).all() for m in modules for p in m.parameters()]).all()
+def gaussian_log_prob(act: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(a; μ, σ²) summed over the last dim, from log σ (no log of σ: exact alone and packed)."""
+    return (-0.5 * ((act - mean) * (-log_std).exp()).square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
-def ppo_update(actor: nn.Module, critic: nn.Module, opt_a: torch.optim.Optimizer, opt_c: torch.optim.Optimizer,
-               cfg: PPOConfig, obs: torch.Tensor, act: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
-               returns: torch.Tensor, old_v: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One minibatch step of actor and critic; returns detached metrics (no host sync)."""
-    d = actor.dist(obs)
-    new_logp = d.log_prob(act).sum(-1)
-    entropy = d.entropy().sum(-1).mean()
-    if cfg.norm_adv:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+def ppo_update(agent: PPOAgent, cfg: PPOConfig, obs: torch.Tensor, act: torch.Tensor, old_logp: torch.Tensor,
+               adv: torch.Tensor, returns: torch.Tensor, old_v: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One minibatch step of every seed's actor and critic on (S, B, ...) tensors; metrics (S,) (no host sync)."""
+    mean, log_std = agent.dist(obs)
+    new_logp = gaussian_log_prob(act, mean, log_std)
+    entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1).mean(-1)
+    if cfg.norm_adv:  # per seed over its minibatch
+        adv = (adv - adv.mean(-1, keepdim=True)) / (adv.std(-1, keepdim=True) + 1e-8)
     pg = ppo_loss(new_logp, old_logp, adv, cfg.clip)
-    vl = value_loss(critic(obs), old_v, returns, cfg.value_clip)
-    opt_a.zero_grad(set_to_none=True)
-    opt_c.zero_grad(set_to_none=True)
-    # one backward for both: the nets share no parameters, so each gets exactly its own loss's gradient
-    (pg - cfg.ent_coef * entropy + cfg.vf_coef * vl).backward()
-    gn_a = nn.utils.clip_grad_norm_(actor.parameters(), cfg.max_grad_norm)
-    nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
-    opt_a.step()
-    opt_c.step()
+    vl = value_loss(agent.critic(obs), old_v, returns, cfg.value_clip)
+    agent.opt_a.zero_grad(set_to_none=True)
+    agent.opt_c.zero_grad(set_to_none=True)
+    # one backward for both: the nets share no parameters, so each gets exactly its own loss's gradient; the seeds'
+    # losses are summed, so each seed's parameters get exactly their own gradient too
+    (pg - cfg.ent_coef * entropy + cfg.vf_coef * vl).sum().backward()
+    gn_a = clip_grad_norm_per_member(list(agent.actor.parameters()), cfg.max_grad_norm, agent.members)
+    clip_grad_norm_per_member(list(agent.critic.parameters()), cfg.max_grad_norm, agent.members)
+    agent.opt_a.step()
+    agent.opt_c.step()
     with torch.no_grad():
         logr = new_logp.detach() - old_logp
-        approx_kl = ((logr.exp() - 1) - logr).mean()
-        clipfrac = ((logr.exp() - 1.0).abs() > cfg.clip).float().mean()
+        approx_kl = ((logr.exp() - 1) - logr).mean(-1)
+        clipfrac = ((logr.exp() - 1.0).abs() > cfg.clip).float().mean(-1)
     return {"policy_loss": pg.detach(), "value_loss": vl.detach(), "entropy": entropy.detach(),
             "approx_kl": approx_kl, "clipfrac": clipfrac, "grad_norm_actor": gn_a.detach()}
 
 
-def make_optimizers(cfg: PPOConfig, actor: nn.Module, critic: nn.Module) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Separate Adam (eps 1e-5) for actor and critic."""
-    return (torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr, eps=1e-5, foreach=True),
-            torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr, eps=1e-5, foreach=True))
+def env_seed(seed: int, update: int = 0) -> int:
+    """First env seed of run seed `seed` (its env j starts with env_seed + j); after a resume at `update`, another."""
+    return stream_key(seed, f"ppo-envs-{update}") & 0x3FFFFFFF
 
 
-def run_ppo(cfg: PPOConfig, spec: DatasetSpec, actor: nn.Module, critic: nn.Module, *, recorder: RunRecorder,
+def _finite_members(module: nn.Module, members: int) -> torch.Tensor:
+    """(S,) bool: every parameter of the seed finite."""
+    return torch.stack([torch.isfinite(p.detach()).reshape(members, -1).all(1) for p in module.parameters()]).all(0)
+
+
+@dataclass
+class _SeedState:
+    """What run_ppo keeps per seed on the host."""
+
+    norm: ObsNorm
+    rscale: RewardScaler | None
+    episode_returns: list[float] = dataclasses.field(default_factory=list)
+    recent: list[float] = dataclasses.field(default_factory=list)
+    snapshots: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    actions: list[np.ndarray] = dataclasses.field(default_factory=list)
+    log_probs: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+
+def run_ppo(cfg: PPOConfig, spec: DatasetSpec, agent: PPOAgent, *, recorders: Sequence[RunRecorder],
             evaluator: Evaluator | None, obs_normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
             reward_transform: Callable[[np.ndarray], np.ndarray] | None = None, step_offset: int = 0,
-            checkpointer: Checkpointer | None = None, phase: str = "online") -> dict[str, Any]:
-    """Train `actor` (has `dist(obs)` and `act(obs)`) and `critic` (`critic(obs) -> (B,)`) with PPO in place.
+            checkpointers: Sequence[Checkpointer] | None = None, phase: str = "online") -> list[dict[str, Any]]:
+    """Train the agent's S seeds with PPO in place, S × num_envs envs in one vector env; records per seed.
 
-    obs_normalizer: fixed observation transform (e.g. the offline z-score); when given there is no running
-    normalisation. The evaluator must then have `obs_transform=None` or that same transform (it is not applied
-    twice); with running normalisation the evaluator must have none (run_ppo normalises with its current stats).
-    reward_transform: applied to env rewards before the optional reward scaling (e.g. Uni-O4's r · 0.1).
-    step_offset: added to the step column of evaluations and logs (env steps before this phase).
-    Returns a dict with the final env step, the last evaluation, training episode returns, the normaliser stats,
-    and (when enabled in cfg) policy snapshots and the executed actions of every env.
+    recorders: one per seed (their `out` gets metrics.csv); a seed that diverges is finished 'diverged' there and
+    the others go on. obs_normalizer: fixed observation transform (e.g. the offline z-score); when given there is no
+    running normalisation. The evaluator (of the S seeds) must then have `obs_transform=None` or that same transform
+    (it is not applied twice); with running normalisation it must have none (run_ppo normalises with each seed's
+    current statistics). reward_transform: applied to env rewards before the optional reward scaling (Uni-O4's
+    r · 0.1). step_offset: added to the step column of evaluations and logs (env steps before this phase).
+    Returns one dict per seed: final env step, last evaluation, training episode returns, normaliser stats, and
+    (when enabled in cfg) policy snapshots and the executed actions of its envs.
     """
-    device = next(actor.parameters()).device
+    seeds, n_seeds, device = agent.seeds, agent.members, next(agent.actor.parameters()).device
     if evaluator is not None and evaluator.obs_transform is not None and obs_normalizer is None and cfg.norm_obs:
         raise ValueError("run_ppo normalises observations itself; give the evaluator obs_transform=None")
+    if cfg.target_kl is not None and n_seeds > 1:
+        raise ValueError("--target-kl stops one seed's epochs early; train such seeds one per process")
     n_envs, T = cfg.num_envs, cfg.rollout_steps
-    batch = n_envs * T
+    batch = n_envs * T  # per seed
     num_updates = max(cfg.total_steps // batch, 1)
-    envs = make_vector_env(spec, n_envs)
+    envs = make_vector_env(spec, n_seeds * n_envs)
     act_low = envs.single_action_space.low.astype(np.float32)
     act_high = envs.single_action_space.high.astype(np.float32)
-    obs_dim = envs.single_observation_space.shape[0]
-    act_dim = envs.single_action_space.shape[0]
-    norm = ObsNorm(obs_dim, obs_normalizer, cfg.norm_obs, cfg.clip_obs)
-    rscale = RewardScaler(n_envs, cfg.gamma, cfg.clip_reward) if cfg.norm_reward else None
-    opt_a, opt_c = make_optimizers(cfg, actor, critic)
-    log = MetricLog(recorder.out / "metrics.csv", total_steps=step_offset + num_updates * batch, name=ALGORITHM)
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    state = [_SeedState(ObsNorm(obs_dim, obs_normalizer, cfg.norm_obs, cfg.clip_obs),
+                        RewardScaler(n_envs, cfg.gamma, cfg.clip_reward) if cfg.norm_reward else None)
+             for _ in seeds]
+    paths = [r.out / "metrics.csv" for r in recorders]
+    log = MetricLog(paths, total_steps=step_offset + num_updates * batch, name=ALGORITHM)
+    active = [r.status == "running" for r in recorders]
 
-    start_update, episode_returns, snapshots = 0, [], []
-    ep_seed = cfg.seed
-    if checkpointer is not None and cfg.resume:
-        ck = checkpointer.load(device)
-        if ck is not None and ck.get("phase") == phase:
-            actor.load_state_dict(ck["actor"])
-            critic.load_state_dict(ck["critic"])
-            opt_a.load_state_dict(ck["opt_actor"])
-            opt_c.load_state_dict(ck["opt_critic"])
-            norm.rms.load(ck["obs_rms"])
-            if rscale is not None:
-                rscale.rms.load(ck["ret_rms"])
-            start_update = int(ck["update"])
-            episode_returns = list(ck.get("episode_returns", []))
+    start_update = 0
+    if checkpointers is not None and cfg.resume:
+        recover_pack(checkpointers)
+        loaded = [ck.load(device) for ck in checkpointers]
+        mine = [ck is not None and ck.get("phase") == phase for ck in loaded]
+        if any(mine) and not all(mine):
+            raise CheckpointError(f"--resume: seeds {[s for s, m in zip(seeds, mine) if m]} have checkpoints of the "
+                                  f"{phase} phase and {[s for s, m in zip(seeds, mine) if not m]} not; resume them in "
+                                  "separate runs")
+        if all(mine):
+            at = sorted({int(ck["update"]) for ck in loaded})
+            if len(at) > 1:
+                raise CheckpointError(f"--resume: the seeds' checkpoints are at different updates {at}; resume them "
+                                      "in separate runs")
+            agent.load_state_dict(join_members([ck["agent"] for ck in loaded]))
+            for st, ck, r in zip(state, loaded, recorders):
+                st.norm.rms.load(ck["obs_rms"])
+                if st.rscale is not None:
+                    st.rscale.rms.load(ck["ret_rms"])
+                st.episode_returns = list(ck.get("episode_returns", []))
+                r.truncate_after(step_offset + at[0] * batch)
+                truncate_csv(r.out / "metrics.csv", step_offset + at[0] * batch)
+            active = [a and bool(ck["active"]) for a, ck in zip(active, loaded)]
             if evaluator is not None:
-                evaluator.index = int(ck.get("eval_index", evaluator.index))
-            set_rng_state(ck["rng"])
-            recorder.truncate_after(step_offset + start_update * batch)
-            ep_seed = cfg.seed + 7919 * start_update  # env states are not saved: fresh episodes after a resume
+                evaluator.index = int(loaded[0].get("eval_index", evaluator.index))
+            start_update = at[0]
             print(f"[{ALGORITHM}] resumed at update {start_update} ({start_update * batch} env steps)", flush=True)
+    if start_update == 0:
+        for p in paths:
+            p.unlink(missing_ok=True)
+
+    def diverge(s: int, why: str) -> None:
+        if active[s]:
+            active[s] = False
+            print(f"[{ALGORITHM}] seed {seeds[s]} diverged: {why}", flush=True)
+            recorders[s].finish("diverged", f"diverged: {why}")
+
+    def normalize(raw: np.ndarray, update: bool = False) -> np.ndarray:
+        """(S·E, d) raw observations -> (S, E, d), each seed with its own statistics."""
+        per = raw.reshape(n_seeds, n_envs, -1)
+        return np.stack([st.norm(per[s], update=update) for s, st in enumerate(state)])
 
     def policy_np(obs: np.ndarray) -> np.ndarray:
-        x = obs if (evaluator is not None and evaluator.obs_transform is not None) else norm(obs)
-        with torch.no_grad():
-            return actor.act(torch.as_tensor(x, device=device)).cpu().numpy()
+        x = obs if (evaluator is not None and evaluator.obs_transform is not None) else \
+            np.stack([st.norm(obs[s]) for s, st in enumerate(state)])
+        return agent.act(torch.as_tensor(x, dtype=torch.float32, device=device)).cpu().numpy()
 
-    def evaluate(update: int) -> Any:
+    def evaluate(update: int) -> list[Any]:
         if evaluator is None:
-            return None
-        was_training = actor.training
-        actor.eval()
-        res = evaluator(policy_np, step_offset + update * batch, phase, env_steps=step_offset + update * batch)
-        actor.train(was_training)
-        log.reset_clock(step_offset + update * batch)
+            return [None] * n_seeds
+        was_training = agent.actor.training
+        agent.actor.eval()
+        step = step_offset + update * batch
+        res = evaluator.members(policy_np, step, phase, step, [{} for _ in seeds], active)
+        agent.actor.train(was_training)
+        for s, r in enumerate(res):
+            if active[s] and not math.isfinite(r.return_mean):
+                diverge(s, f"evaluation return became NaN/inf at env step {update * batch}")
+        log.reset_clock(step)
         return res
 
-    def snapshot(update: int, recent: list[float]) -> dict[str, Any]:
-        return {"env_steps": update * batch, "train_return": float(np.mean(recent)) if recent else float("nan"),
-                "actor": {k: v.detach().cpu().clone() for k, v in actor.state_dict().items()},
-                "obs_norm": norm.stats()}
+    def snapshot(s: int, update: int) -> dict[str, Any]:
+        st = state[s]
+        return {"env_steps": update * batch, "train_return": float(np.mean(st.recent)) if st.recent else float("nan"),
+                "actor": plain_actor_state(agent.actor, s), "obs_norm": st.norm.stats()}
 
     def save_checkpoint(update: int) -> None:
-        if checkpointer is None:
+        if checkpointers is None:
             return
-        checkpointer.save({
-            "phase": phase, "update": update, "actor": actor.state_dict(), "critic": critic.state_dict(),
-            "opt_actor": opt_a.state_dict(), "opt_critic": opt_c.state_dict(), "obs_rms": norm.rms.state(),
-            "ret_rms": rscale.rms.state() if rscale is not None else {}, "rng": rng_state(),
-            "episode_returns": episode_returns[-1000:], "eval_index": evaluator.index if evaluator else 0,
-            "config": config_dict(cfg),
-        })
+        parts = split_members(agent.state_dict(), n_seeds)
+        save_pack(checkpointers, [{
+            "phase": phase, "update": update, "agent": parts[s], "obs_rms": st.norm.rms.state(),
+            "ret_rms": st.rscale.rms.state() if st.rscale is not None else {}, "active": active[s],
+            "episode_returns": st.episode_returns[-1000:], "eval_index": evaluator.index if evaluator else 0,
+            "config": config_dict(dataclasses.replace(cfg, seed=seeds[s], seeds=())),
+        } for s, st in enumerate(state)])
 
-    # rollout storage (time-major)
-    b_obs = torch.zeros(T, n_envs, obs_dim)
-    b_act = torch.zeros(T, n_envs, act_dim)
-    b_logp = torch.zeros(T, n_envs)
-    b_rew = torch.zeros(T, n_envs)
-    b_done = torch.zeros(T, n_envs)
-    b_val = torch.zeros(T, n_envs)
-    b_final = torch.zeros(T, n_envs)
-    actions_log: list[np.ndarray] = []
-    logp_log: list[np.ndarray] = []
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        """(T, S, E, ...) -> (S, T·E, ...)."""
+        return x.transpose(0, 1).reshape(n_seeds, batch, *x.shape[3:])
 
-    raw_obs, _ = envs.reset(seed=ep_seed)
-    obs = norm(raw_obs, update=True)
-    ep_ret = np.zeros(n_envs)
-    last_eval = start_update * batch
-    last_log = start_update * batch
-    last_ck = start_update * batch
-    last_snap = start_update * batch
-    recent: list[float] = []
-    result_eval = None
+    # rollout storage (time-major, seed axis next)
+    b_obs = torch.zeros(T, n_seeds, n_envs, obs_dim, device=device)
+    b_act = torch.zeros(T, n_seeds, n_envs, act_dim, device=device)
+    b_logp, b_rew, b_done, b_val, b_final = (torch.zeros(T, n_seeds, n_envs, device=device) for _ in range(5))
+
+    reset_seeds = [env_seed(s, start_update) for s in seeds]
+    raw_obs, _ = envs.reset(seed=[b + j for b in reset_seeds for j in range(n_envs)])
+    obs = normalize(raw_obs, update=True)
+    ep_ret = np.zeros((n_seeds, n_envs))
+    last_eval = last_log = last_ck = last_snap = start_update * batch
+    result_eval: list[Any] = [None] * n_seeds
     t0 = time.time()
-    for update in range(start_update, num_updates):
-        if cfg.anneal_lr:
-            frac = 1.0 - update / num_updates
-            for g in opt_a.param_groups:
-                g["lr"] = frac * cfg.actor_lr
-            for g in opt_c.param_groups:
-                g["lr"] = frac * cfg.critic_lr
-        # ---- rollout (in the module's own train/eval mode, the same as in the update: old and new log-probs agree)
-        for t in range(T):
-            with torch.no_grad():
-                o = torch.as_tensor(obs)
-                d = actor.dist(o.to(device))
-                a = d.sample()
-                logp = d.log_prob(a).sum(-1)
-                v = critic(o.to(device))
-            a_np = a.cpu().numpy()
-            exec_a = np.clip(a_np, act_low, act_high).astype(np.float32)
-            if cfg.record_actions:
-                actions_log.append(exec_a.copy())
-                logp_log.append(logp.cpu().numpy().astype(np.float32))
-            raw_next, r, term, trunc, info = envs.step(exec_a)
-            done = term | trunc
-            ep_ret += r
-            r_t = np.asarray(r, np.float64)
-            if reward_transform is not None:
-                r_t = np.asarray(reward_transform(r_t), np.float64)
-            if rscale is not None:
-                r_t = rscale(r_t, done)
-            b_obs[t] = o
-            b_act[t] = a.cpu()
-            b_logp[t] = logp.cpu()
-            b_val[t] = v.cpu()
-            b_rew[t] = torch.as_tensor(r_t, dtype=torch.float32)
-            b_done[t] = torch.as_tensor(done, dtype=torch.float32)
-            b_final[t] = 0.0
-            if trunc.any():
-                tr_only = trunc & ~term
-                if tr_only.any():
-                    fo = np.stack([info["final_obs"][i] for i in np.flatnonzero(tr_only)])
-                    with torch.no_grad():
-                        fv = critic(torch.as_tensor(norm(fo), device=device)).cpu()
-                    b_final[t, torch.as_tensor(np.flatnonzero(tr_only))] = fv
-            for i in np.flatnonzero(done):
-                episode_returns.append(float(ep_ret[i]))
-                recent.append(float(ep_ret[i]))
-                ep_ret[i] = 0.0
-            obs = norm(raw_next, update=True)
-        with torch.no_grad():
-            next_v = critic(torch.as_tensor(obs, device=device)).cpu()
-        adv, ret = gae(b_rew, b_val, b_done, next_v, cfg.gamma, cfg.gae_lambda, b_final)
-        # ---- optimise
-        f_obs, f_act = b_obs.reshape(batch, obs_dim).to(device), b_act.reshape(batch, act_dim).to(device)
-        f_logp, f_adv = b_logp.reshape(batch).to(device), adv.reshape(batch).to(device)
-        f_ret, f_val = ret.reshape(batch).to(device), b_val.reshape(batch).to(device)
-        stop = False
-        for _ in range(cfg.epochs):
-            perm = torch.randperm(batch, device=device)
-            for s in range(0, batch, cfg.minibatch_size):
-                idx = perm[s:s + cfg.minibatch_size]
-                m = ppo_update(actor, critic, opt_a, opt_c, cfg, f_obs[idx], f_act[idx], f_logp[idx], f_adv[idx],
-                               f_ret[idx], f_val[idx])
-                approx_kl = m["approx_kl"]
-                log.add(m)
-                if cfg.target_kl is not None and bool(approx_kl > cfg.target_kl):
-                    stop = True
-                    break
-            if stop:
+    try:
+        for update in range(start_update, num_updates):
+            if not any(active):
                 break
-        done_steps = (update + 1) * batch
-        recorder.progress(step_offset + done_steps, step_offset + done_steps)
-        if done_steps - last_log >= cfg.log_every or update + 1 == num_updates:
-            last_log = done_steps
-            if not bool(_finite_params(actor, critic)):
-                raise DivergenceError(f"actor/critic parameters became NaN/inf at env step {done_steps}")
-            if recent:
-                log.add({"train_return": torch.tensor(float(np.mean(recent[-20:])))})
-            log.flush(step_offset + done_steps, phase)
-        if cfg.snapshot_every and (done_steps - last_snap >= cfg.snapshot_every or update + 1 == num_updates):
-            last_snap = done_steps
-            snapshots.append(snapshot(update + 1, recent))
-            recent = []
-        if done_steps - last_eval >= cfg.eval_every or update + 1 == num_updates:
-            last_eval = done_steps
-            result_eval = evaluate(update + 1)
-        if done_steps - last_ck >= cfg.checkpoint_every or update + 1 == num_updates:
-            last_ck = done_steps
-            save_checkpoint(update + 1)
-    envs.close()
+            if cfg.anneal_lr:
+                frac = 1.0 - update / num_updates
+                for g in agent.opt_a.param_groups:
+                    g["lr"] = frac * cfg.actor_lr
+                for g in agent.opt_c.param_groups:
+                    g["lr"] = frac * cfg.critic_lr
+            # ---- rollout (in the module's own train/eval mode, the same as in the update)
+            for t in range(T):
+                o = torch.as_tensor(obs, device=device)
+                a, logp, v = agent.explore(o)
+                a_np = a.cpu().numpy()
+                exec_a = np.clip(a_np, act_low, act_high).astype(np.float32)
+                for s in range(n_seeds):
+                    if not active[s] or not np.isfinite(exec_a[s]).all():
+                        exec_a[s] = 0.0  # a diverged seed's envs keep stepping in line, never with NaN
+                for s, st in enumerate(state):
+                    if cfg.record_actions:
+                        st.actions.append(exec_a[s].copy())
+                        st.log_probs.append(logp[s].cpu().numpy().astype(np.float32))
+                raw_next, r, term, trunc, info = envs.step(exec_a.reshape(n_seeds * n_envs, act_dim))
+                done = term | trunc
+                ep_ret += r.reshape(n_seeds, n_envs)
+                r_t = np.asarray(r, np.float64).reshape(n_seeds, n_envs)
+                if reward_transform is not None:
+                    r_t = np.asarray(reward_transform(r_t), np.float64)
+                done_se = done.reshape(n_seeds, n_envs)
+                if cfg.norm_reward:
+                    r_t = np.stack([st.rscale(r_t[s], done_se[s]) for s, st in enumerate(state)])
+                b_obs[t], b_act[t], b_logp[t], b_val[t] = o, a, logp, v
+                b_rew[t] = torch.as_tensor(r_t, dtype=torch.float32, device=device)
+                b_done[t] = torch.as_tensor(done_se, dtype=torch.float32, device=device)
+                b_final[t] = 0.0
+                tr_only = (trunc & ~term).reshape(n_seeds, n_envs)
+                if tr_only.any():  # V(s_final) of the truncated envs (all rows computed: fixed shapes per seed)
+                    fo = np.asarray(raw_next, np.float64).reshape(n_seeds, n_envs, -1).copy()
+                    for i in np.flatnonzero(tr_only.reshape(-1)):
+                        fo[i // n_envs, i % n_envs] = info["final_obs"][i]
+                    fv = agent.value(torch.as_tensor(normalize(fo.reshape(n_seeds * n_envs, -1)), device=device))
+                    b_final[t] = torch.where(torch.as_tensor(tr_only, device=device), fv, 0.0)
+                for i in np.flatnonzero(done):
+                    s, j = divmod(int(i), n_envs)
+                    state[s].episode_returns.append(float(ep_ret[s, j]))
+                    state[s].recent.append(float(ep_ret[s, j]))
+                    ep_ret[s, j] = 0.0
+                obs = normalize(raw_next, update=True)
+            next_v = agent.value(torch.as_tensor(obs, device=device))
+            adv, ret = gae(b_rew, b_val, b_done, next_v, cfg.gamma, cfg.gae_lambda, b_final)
+            # ---- optimise: each seed's own shuffled minibatches, drawn from its stream
+            f_obs, f_act, f_logp, f_adv, f_ret, f_val = map(flat, (b_obs, b_act, b_logp, adv, ret, b_val))
+            train_return = torch.tensor([float(np.mean(st.recent[-20:])) if st.recent else math.nan for st in state],
+                                        device=device)
+            rows = torch.arange(n_seeds, device=device).unsqueeze(1)
+            stop = False
+            for _ in range(cfg.epochs):
+                perm = agent.rng.bits(batch).argsort(dim=-1, stable=True)  # (S, batch): a permutation per seed
+                for start in range(0, batch, cfg.minibatch_size):
+                    idx = perm[:, start:start + cfg.minibatch_size]
+                    m = ppo_update(agent, cfg, f_obs[rows, idx], f_act[rows, idx], f_logp[rows, idx], f_adv[rows, idx],
+                                   f_ret[rows, idx], f_val[rows, idx])
+                    log.add({**m, "train_return": train_return})
+                    if cfg.target_kl is not None and bool(m["approx_kl"][0] > cfg.target_kl):
+                        stop = True
+                        break
+                if stop:
+                    break
+            done_steps = (update + 1) * batch
+            for r in recorders:
+                r.progress(step_offset + done_steps, step_offset + done_steps)
+            last = update + 1 == num_updates
+            if done_steps - last_log >= cfg.log_every or last:
+                last_log = done_steps
+                finite = _finite_members(agent.actor, n_seeds) & _finite_members(agent.critic, n_seeds)
+                for s, ok in enumerate(finite.cpu().tolist()):
+                    if not ok:
+                        diverge(s, f"actor/critic parameters became NaN/inf at env step {done_steps}")
+                for s, row in enumerate(log.flush_members(step_offset + done_steps, phase, active=list(active))):
+                    bad = [k for k, v in row.items() if k != "train_return" and not math.isfinite(v)]
+                    if bad:
+                        diverge(s, f"{', '.join(bad)} became NaN/inf at env step {done_steps}")
+            if cfg.snapshot_every and (done_steps - last_snap >= cfg.snapshot_every or last):
+                last_snap = done_steps
+                for s, st in enumerate(state):
+                    st.snapshots.append(snapshot(s, update + 1))
+                    st.recent = []
+            if done_steps - last_eval >= cfg.eval_every or last:
+                last_eval = done_steps
+                result_eval = evaluate(update + 1)
+            if done_steps - last_ck >= cfg.checkpoint_every or last:
+                last_ck = done_steps
+                save_checkpoint(update + 1)
+    finally:
+        envs.close()
     elapsed = time.time() - t0
-    out: dict[str, Any] = {
-        "env_steps": num_updates * batch, "last_eval": result_eval, "episode_returns": episode_returns,
-        "obs_norm": norm.stats(), "wall_time_s": elapsed,
-        "env_steps_per_s": (num_updates - start_update) * batch / max(elapsed, 1e-9),
-    }
-    if cfg.snapshot_every:
-        out["snapshots"] = snapshots
-    if cfg.record_actions:
-        out["actions"] = np.stack(actions_log, 0) if actions_log else np.zeros((0, n_envs, act_dim), np.float32)
-        out["log_probs"] = np.stack(logp_log, 0) if logp_log else np.zeros((0, n_envs), np.float32)
-        out["reset_seed"] = ep_seed
-    return out
+    results = []
+    for s, st in enumerate(state):
+        out: dict[str, Any] = {
+            "env_steps": num_updates * batch, "last_eval": result_eval[s], "episode_returns": st.episode_returns,
+            "obs_norm": st.norm.stats(), "wall_time_s": elapsed,
+            "env_steps_per_s": (num_updates - start_update) * batch / max(elapsed, 1e-9), "active": active[s],
+        }
+        if cfg.snapshot_every:
+            out["snapshots"] = st.snapshots
+        if cfg.record_actions:
+            out["actions"] = np.stack(st.actions, 0) if st.actions else np.zeros((0, n_envs, act_dim), np.float32)
+            out["log_probs"] = np.stack(st.log_probs, 0) if st.log_probs else np.zeros((0, n_envs), np.float32)
+            out["reset_seed"] = reset_seeds[s]
+        results.append(out)
+    return results
 
 
-def make_agent(cfg: PPOConfig, spec: DatasetSpec) -> tuple[GaussianActor, ValueCritic]:
-    """Fresh actor and critic of the config's sizes."""
-    actor = GaussianActor(spec.obs_dim, spec.act_dim, cfg.hidden, cfg.activation, cfg.init_log_std)
-    critic = ValueCritic(spec.obs_dim, cfg.critic_hidden, cfg.activation)
-    return actor, critic
-
-
-def policy_state(actor: GaussianActor, obs_norm: dict[str, torch.Tensor], cfg: PPOConfig, **extra: Any
-                 ) -> dict[str, Any]:
-    """A small weights_only-loadable file content: actor weights, its architecture and the obs normaliser."""
-    return {"actor": {k: v.detach().cpu().clone() for k, v in actor.state_dict().items()},
-            "arch": {"obs_dim": actor.obs_dim, "act_dim": actor.act_dim, "hidden": list(cfg.hidden),
-                     "activation": cfg.activation, "tanh_mean": actor.tanh_mean},
+def policy_state(actor: GaussianActor, member: int, obs_norm: dict[str, torch.Tensor], cfg: PPOConfig,
+                 **extra: Any) -> dict[str, Any]:
+    """A small weights_only-loadable file content: seed `member`'s actor (portable layout), its architecture and the
+    observation normaliser."""
+    return {"actor": plain_actor_state(actor, member),
+            "arch": {"obs_dim": actor.net.layers[0].in_dim, "act_dim": actor.act_dim, "hidden": list(cfg.hidden),
+                     "activation": cfg.activation, "tanh_mean": False},
             "obs_norm": obs_norm, **extra}
 
 
+def run_dirs(cfg: PPOConfig) -> list[Path]:
+    """One directory per seed, as the engine's (o2o.loop.run_dirs)."""
+    from o2o.loop import run_dirs as engine_run_dirs
+
+    return engine_run_dirs(ALGORITHM, cfg)
+
+
+def train(cfg: PPOConfig) -> list[dict[str, Any]]:
+    """PPO from scratch in the env of cfg.dataset for the run's seeds (--seeds, else --seed); each seed's summary."""
+    seeds = list(cfg.seeds) or [cfg.seed]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds repeats a seed: {','.join(map(str, seeds))}")
+    spec = dataset_spec(cfg)
+    device = pick_device(cfg.device)
+    dirs = run_dirs(cfg)
+    configs = [dataclasses.replace(cfg, seed=s, seeds=(), out=str(d)) for s, d in zip(seeds, dirs)]
+    recorders = [RunRecorder(d, ALGORITHM, cfg.dataset, s, config_dict(c), budget=cfg.budget, resume=cfg.resume)
+                 for s, d, c in zip(seeds, dirs, configs)]
+    if len(seeds) > 1:
+        for r in recorders:
+            r.extra["pack"] = seeds
+    evaluator = Evaluator(spec, recorders, seeds, cfg.eval_episodes)
+    agent = make_agent(cfg, spec, seeds, device)
+
+    def body() -> None:
+        results = run_ppo(cfg, spec, agent, recorders=recorders, evaluator=evaluator,
+                          checkpointers=[Checkpointer(d) for d in dirs])
+        for s, (r, res) in enumerate(zip(recorders, results)):
+            if r.status != "running":
+                continue
+            r.extra.update({"env_steps_per_s": round(res["env_steps_per_s"], 1),
+                            "train_return_last": float(np.mean(res["episode_returns"][-10:]))
+                            if res["episode_returns"] else None})
+            torch.save(policy_state(agent.actor, s, res["obs_norm"], cfg), Path(r.out) / "policy.pt")
+            r.finish("finished")
+
+    run_recorded(ALGORITHM, recorders, body, cfg.threads)
+    return [r.summary() for r in recorders]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: train PPO from scratch in the env of --dataset."""
-    torch.set_num_threads(1)
+    """Command line: train PPO from scratch in the env of --dataset; exit 0 (all finished) or 3 (a seed diverged)."""
     args = list(sys.argv[1:] if argv is None else argv)
     preset_name = "cleanrl"
     if "--preset" in args:
         preset_name = args[args.index("--preset") + 1]
     cfg = parse_config(PPOConfig, lambda spec: presets(spec, preset_name), argv=args,
                        description="PPO (CleanRL-style, or Uni-O4's online settings with --preset unio4)")
-    cfg = dataclasses.replace(cfg, out=default_out(ALGORITHM, cfg))
-    spec = dataset_spec(cfg)
-    set_seed(cfg.seed)
-    device = torch.device("cpu") if cfg.device == "auto" else torch.device(cfg.device)
-    recorder = RunRecorder(cfg.out, ALGORITHM, cfg.dataset, cfg.seed, config_dict(cfg), budget=cfg.budget,
-                           resume=cfg.resume)
-    evaluator = Evaluator(spec, recorder, cfg.seed, cfg.eval_episodes)
-    actor, critic = make_agent(cfg, spec)
-    actor.to(device)
-    critic.to(device)
-    ck = Checkpointer(cfg.out)
-    ok, res = run_recorded(ALGORITHM, recorder, lambda: run_ppo(cfg, spec, actor, critic, recorder=recorder,
-                                                                evaluator=evaluator, checkpointer=ck))
-    if not ok:
-        return 3  # diverged, as every algorithm file
-    recorder.extra.update({"env_steps_per_s": round(res["env_steps_per_s"], 1),
-                           "train_return_last": float(np.mean(res["episode_returns"][-10:]))
-                           if res["episode_returns"] else None})
-    torch.save(policy_state(actor, res["obs_norm"], cfg), Path(cfg.out) / "policy.pt")
-    recorder.finish("finished")
-    return 0
+    statuses = [s["status"] for s in train(cfg)]
+    return 0 if all(s == "finished" for s in statuses) else 3 if "diverged" in statuses else 1
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-__all__ = ["PPOConfig", "UNIO4_ONLINE", "GaussianActor", "ValueCritic", "gae", "ppo_loss", "value_loss", "run_ppo",
-           "ppo_update", "make_optimizers", "presets", "make_agent", "policy_state", "RunningMeanStd"]

@@ -68,9 +68,9 @@ def train_behaviour(family: str, seed: int = 0, total_steps: int = 1_000_000, sn
                     checkpoint_every=10**12, log_every=50_000, **{**BEHAVIOUR_PPO, **(ppo_overrides or {})})
     spec = get_spec(cfg.dataset)
     set_seed(seed)
-    actor, critic = make_agent(cfg, spec)
     recorder = RunRecorder(work, "ppo-behaviour", spec.name, seed, config_dict(cfg), budget="full")
-    res = run_ppo(cfg, spec, actor, critic, recorder=recorder, evaluator=Evaluator(spec, recorder, seed, 5))
+    res = run_ppo(cfg, spec, make_agent(cfg, spec), recorders=[recorder],
+                  evaluator=Evaluator(spec, recorder, seed, 5))[0]
     recorder.extra["env_steps_per_s"] = res["env_steps_per_s"]
     recorder.finish("finished")
     raw = {"snapshots": res["snapshots"], "actions": torch.from_numpy(res["actions"]),

@@ -6,6 +6,8 @@
 - `test_iteration_cleanrl`: one PPO iteration with CleanRL's defaults (1 env x 2048 steps, then 10 epochs of 32
   minibatches of 64): env steps/s = 2048 x ops.
 - `test_iteration_behaviour`: the behaviour-policy settings of o2o.generate (4 envs x 512, minibatch 128).
+- `test_iteration_packed_5_seeds`: the CleanRL iteration for 5 seeds packed (5 envs in one vector env, one
+  batched update per minibatch): env steps/s over the 5 seeds = 5 x 2048 x ops.
 - `test_update_cleanrl` / `test_update_unio4`: one actor+critic minibatch step (64x64 tanh, batch 64; Uni-O4's
   3x256 relu, batch 128): ops = updates/s.
 """
@@ -43,18 +45,18 @@ def test_env_step_hopper(benchmark):
     envs.close()
 
 
-def _iteration(benchmark, tmp_path, **overrides):
+def _iteration(benchmark, tmp_path, seeds=(0,), **overrides):
     cfg = dataclasses.replace(ppo.PPOConfig(dataset=SPEC.name, eval_every=10**9, log_every=10**9,
                                             checkpoint_every=10**9), **overrides)
     cfg = dataclasses.replace(cfg, total_steps=cfg.num_envs * cfg.rollout_steps)
-    rec = RunRecorder(tmp_path, "ppo", SPEC.name, 0, {})
-    actor, critic = ppo.make_agent(cfg, SPEC)
+    recs = [RunRecorder(tmp_path / f"seed{s}", "ppo", SPEC.name, s, {}) for s in seeds]
+    agent = ppo.make_agent(cfg, SPEC, seeds)
 
     def run():
-        ppo.run_ppo(cfg, SPEC, actor, critic, recorder=rec, evaluator=None)
+        ppo.run_ppo(cfg, SPEC, agent, recorders=recs, evaluator=None)
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
-    benchmark.extra_info["env_steps_per_iteration"] = cfg.total_steps
+    benchmark.extra_info["env_steps_per_iteration"] = cfg.total_steps * len(seeds)
 
 
 def test_iteration_cleanrl(benchmark, tmp_path):
@@ -67,15 +69,18 @@ def test_iteration_behaviour(benchmark, tmp_path):
     _iteration(benchmark, tmp_path, **BEHAVIOUR_PPO)
 
 
+def test_iteration_packed_5_seeds(benchmark, tmp_path):
+    _iteration(benchmark, tmp_path, seeds=(0, 1, 2, 3, 4))
+
+
 def _update(benchmark, cfg, batch):
-    torch.manual_seed(0)
-    actor, critic = ppo.make_agent(cfg, SPEC)
-    opt_a, opt_c = ppo.make_optimizers(cfg, actor, critic)
-    obs, act = torch.randn(batch, SPEC.obs_dim), torch.randn(batch, SPEC.act_dim)
-    logp, adv, ret, v = torch.randn(batch) - 3, torch.randn(batch), torch.randn(batch), torch.randn(batch)
+    agent = ppo.make_agent(cfg, SPEC)
+    g = torch.Generator().manual_seed(0)
+    obs, act = torch.randn(1, batch, SPEC.obs_dim, generator=g), torch.randn(1, batch, SPEC.act_dim, generator=g)
+    logp, adv, ret, v = (torch.randn(1, batch, generator=g) + c for c in (-3.0, 0.0, 0.0, 0.0))
 
     def step():
-        ppo.ppo_update(actor, critic, opt_a, opt_c, cfg, obs, act, logp, adv, ret, v)
+        ppo.ppo_update(agent, cfg, obs, act, logp, adv, ret, v)
 
     benchmark.pedantic(step, rounds=300, iterations=1, warmup_rounds=10)
 

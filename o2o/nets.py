@@ -12,7 +12,8 @@ so a seed's initial weights do not depend on the other seeds in its pack. The sc
 - "orthogonal": orthogonal W with gain √2 and zero bias (JaxCQL, FamO2O's official code), with the output layer's
   own gain (CQL: 1e-2);
 - `out_init="xavier"`: the output layer xavier-uniform with a small gain and zero bias (CORL's CQL actor without
-  orthogonal init: "small output layer").
+  orthogonal init: "small output layer");
+- "trunc_normal": W ~ N(0, 1/(4·fan_in)) truncated to ±2, zero bias (the MBPO/MOBILE dynamics ensembles).
 Random numbers at run time (sampling, dropout) come from a MemberRNG (o2o.rng), never from torch's global RNG.
 """
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from o2o.rng import MemberRNG
 
 LOG_2PI = math.log(2.0 * math.pi)
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "swish": F.silu}  # the hidden activations MLP offers
 # Elements per seed of a small per-seed parameter (log σ, α): a multiple of every SIMD block, so exp/log of a seed's
 # values run through the same vectorised code whatever S is (a scalar tail would round differently).
 MEMBER_PAD = 64
@@ -70,7 +72,8 @@ class EnsembleLinear(nn.Module):
 
     @torch.no_grad()
     def init_member_(self, m: int, gen: torch.Generator, scheme: str = "default", gain: float = 1.0) -> None:
-        """Initialise member m from `gen`: 'default' (nn.Linear's), 'orthogonal' or 'xavier' (with `gain`)."""
+        """Initialise member m from `gen`: 'default' (nn.Linear's), 'orthogonal' or 'xavier' (with `gain`), or
+        'trunc_normal' (std 1/(2√fan_in), truncated at ±2; `gain` unused)."""
         w = torch.empty(self.out_dim, self.in_dim)  # nn.Linear's (out, in) layout, so the draws match an nn.Linear's
         b = torch.zeros(self.out_dim)
         if scheme == "default":
@@ -81,8 +84,10 @@ class EnsembleLinear(nn.Module):
             nn.init.orthogonal_(w, gain=gain, generator=gen)
         elif scheme == "xavier":
             nn.init.xavier_uniform_(w, gain=gain, generator=gen)
+        elif scheme == "trunc_normal":
+            nn.init.trunc_normal_(w, std=1.0 / (2.0 * math.sqrt(self.in_dim)), generator=gen)
         else:
-            raise ValueError(f"unknown init scheme {scheme!r} (default | orthogonal | xavier)")
+            raise ValueError(f"unknown init scheme {scheme!r} (default | orthogonal | xavier | trunc_normal)")
         self.weight[m].copy_(w.T)
         self.bias[m, 0].copy_(b)
 
@@ -96,8 +101,9 @@ class EnsembleLinear(nn.Module):
 
 
 class MLP(nn.Module):
-    """ReLU MLP with a member axis: Linear-ReLU(-Dropout) × n_hidden, then Linear (and tanh when `out_tanh`).
+    """MLP with a member axis: Linear-activation(-Dropout) × n_hidden, then Linear (and tanh when `out_tanh`).
 
+    `activation`: relu (default), tanh or swish (ACTIVATIONS).
     gens: one generator per seed; `copies` networks per seed (2 for twin critics) are initialised from it in turn.
     Dropout masks come from `rng` (the seed's stream), drawn only in training mode.
     """
@@ -105,10 +111,13 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, gens: Sequence[torch.Generator], hidden_dim: int = 256,
                  n_hidden: int = 2, copies: int = 1, init: str = "default", hidden_gain: float = math.sqrt(2.0),
                  out_init: str | None = None, out_gain: float | None = None, dropout: float = 0.0,
-                 rng: MemberRNG | None = None, out_tanh: bool = False) -> None:
+                 rng: MemberRNG | None = None, out_tanh: bool = False, activation: str = "relu") -> None:
         super().__init__()
         if dropout > 0 and (rng is None or copies != 1):
             raise ValueError("dropout needs the members' MemberRNG and one copy per seed")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r} ({' | '.join(ACTIVATIONS)})")
+        self.act_fn = ACTIVATIONS[activation]
         self.seeds, self.copies = len(gens), copies
         self.dropout, self.rng, self.out_tanh = float(dropout), rng, out_tanh
         dims = [in_dim, *([hidden_dim] * n_hidden), out_dim]
@@ -125,7 +134,8 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, detach)
             if i < last:
-                x = torch.relu_(x)  # in place: the matmul's backward needs its inputs, not its output
+                # ReLU in place (the matmul's backward needs its inputs, not its output); the others out of place
+                x = torch.relu_(x) if self.act_fn is F.relu else self.act_fn(x)
                 if self.dropout > 0 and self.training:
                     keep = self.rng.rand(*x.shape[1:]) >= self.dropout
                     x = x * keep / (1.0 - self.dropout)
@@ -203,6 +213,10 @@ class GaussianActor(nn.Module):
     def std(self) -> torch.Tensor:
         """σ, shape (S, 1, act_dim)."""
         return self._log_std().exp()[:, :self.act_dim].unsqueeze(1)
+
+    def mean_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ(s) (S, B, act_dim) and log σ (S, 1, act_dim), which broadcasts against it."""
+        return self.net(obs), self._log_std()[:, :self.act_dim].unsqueeze(1)
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """log π(a|s) summed over action dims: (S, B)."""
@@ -349,3 +363,122 @@ def join_members(states: Sequence[Any]) -> Any:
     if isinstance(first, torch.Tensor) and first.dim() > 0:
         return torch.cat(list(states), 0)
     return first
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ensembles within a seed: `copies` networks per seed on the same member axis (S·copies, ...)
+# ----------------------------------------------------------------------------------------------------------------
+class BoundedGaussianActor(nn.Module):
+    """π(a|s) = N(μ(s), σ(s)²) with both from one tanh-ended MLP: tanh(MLP(s)) = [μ, t], μ ∈ (−1, 1) and
+    log σ = lo + (hi − lo)(t + 1)/2 ∈ (lo, hi) (BPPO's and Uni-O4's GaussPolicyMLP: orthogonal init, (lo, hi) =
+    (−5, 0)). `copies` policies per seed (an ensemble): parameters (S·copies, ...), inputs (S·copies, B, obs_dim)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, gens: Sequence[torch.Generator], hidden_dim: int = 256,
+                 n_hidden: int = 2, copies: int = 1, log_std_range: tuple[float, float] = (-5.0, 0.0),
+                 **mlp_kw: Any) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.copies = obs_dim, act_dim, copies
+        self.log_std_range = (float(log_std_range[0]), float(log_std_range[1]))
+        self.net = MLP(obs_dim, 2 * act_dim, gens, hidden_dim, n_hidden, copies=copies, out_tanh=True, **mlp_kw)
+
+    def mean_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ(s) and log σ(s), each (M, B, act_dim)."""
+        mean, t = self.net(obs).split(self.act_dim, dim=-1)
+        lo, hi = self.log_std_range
+        return mean, lo + 0.5 * (hi - lo) * (t + 1.0)
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """log π(a|s) summed over action dims: (M, B)."""
+        mean, log_std = self.mean_log_std(obs)
+        return normal_log_prob(act, mean, log_std.exp()).sum(-1)
+
+    def rsample(self, obs: torch.Tensor, rng: MemberRNG) -> torch.Tensor:
+        """a = μ(s) + σ(s) ε with ε from the seeds' streams: rng has S members, obs S·copies rows of members."""
+        mean, log_std = self.mean_log_std(obs)
+        eps = rng.randn(self.copies, *mean.shape[1:]).reshape(mean.shape)
+        return mean + log_std.exp() * eps
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic (evaluation) action: the mean."""
+        return self.mean_log_std(obs)[0]
+
+
+def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """x squashed into (low, high) by two softplus walls, keeping a gradient everywhere (PETS/MBPO's logvar bounds)."""
+    x = high - F.softplus(high - x)
+    return low + F.softplus(x - low)
+
+
+class ProbabilisticEnsemble(nn.Module):
+    """`copies` Gaussian regressors per seed, p_k(y|x) = N(μ_k(x), diag exp(logvar_k(x))): the dynamics ensembles of
+    PETS/MBPO/MOPO/MOBILE. A Swish MLP with trunc-normal init; inputs z-scored with each seed's own statistics
+    (`set_input_stats`); log-variance soft-clamped into per-seed learned bounds (init −10 and 0.5). Each seed keeps
+    the indices of its `elites` best members (set by the trainer) for `sample`."""
+
+    def __init__(self, in_dim: int, out_dim: int, gens: Sequence[torch.Generator], copies: int = 7, elites: int = 5,
+                 hidden_dim: int = 200, n_hidden: int = 4) -> None:
+        super().__init__()
+        s = len(gens)
+        self.in_dim, self.out_dim, self.copies, self.seeds = in_dim, out_dim, copies, s
+        self.net = MLP(in_dim, 2 * out_dim, gens, hidden_dim, n_hidden, copies=copies, init="trunc_normal",
+                       activation="swish")
+        self.max_logvar = member_parameter(s, out_dim, 0.5)
+        self.min_logvar = member_parameter(s, out_dim, -10.0)
+        self.register_buffer("in_mean", torch.zeros(s, in_dim))
+        self.register_buffer("in_std", torch.ones(s, in_dim))
+        self.register_buffer("elites", torch.arange(elites).repeat(s, 1))
+
+    @torch.no_grad()
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-seed input mean and std (S, in_dim); a std below 1e-12 becomes 1."""
+        self.in_mean.copy_(mean)
+        self.in_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+
+    def _heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, raw = h.split(self.out_dim, dim=-1)
+        low = self.min_logvar[:, None, None, :self.out_dim]
+        high = self.max_logvar[:, None, None, :self.out_dim]
+        return mean, soft_clamp(raw, low, high)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (S, copies, B, in) -> mean and log-variance of y, each (S, copies, B, out)."""
+        s, k, b, _ = x.shape
+        z = (x - self.in_mean[:, None, None]) / self.in_std[:, None, None]
+        h = self.net(z.reshape(s * k, b, self.in_dim)).view(s, k, b, -1)
+        return self._heads(h)
+
+    def elite_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The elites only, on the same rows: x (S, B, in) -> mean, log-variance (S, elites, B, out)."""
+        s, b, _ = x.shape
+        e = self.elites.shape[1]
+        rows = (self.elites + torch.arange(s, device=x.device).unsqueeze(1) * self.copies).reshape(-1)
+        h = ((x - self.in_mean[:, None]) / self.in_std[:, None]).unsqueeze(1).expand(s, e, b, self.in_dim)
+        h = h.reshape(s * e, b, self.in_dim)
+        last = len(self.net.layers) - 1
+        for i, layer in enumerate(self.net.layers):
+            h = torch.baddbmm(layer.bias[rows], h, layer.weight[rows])
+            if i < last:
+                h = F.silu(h)
+        return self._heads(h.view(s, e, b, -1))
+
+    @torch.no_grad()
+    def sample(self, x: torch.Tensor, rng: MemberRNG) -> torch.Tensor:
+        """y for each row of x (S, B, in) from one elite drawn at random per row: (S, B, out) (MBPO's step)."""
+        mean, logvar = self.elite_forward(x)
+        s, e, b, d = mean.shape
+        draw = mean + rng.randn(e, b, d) * (0.5 * logvar).exp()
+        pick = rng.randint(e, b)  # (S, B)
+        return torch.gather(draw, 1, pick[:, None, :, None].expand(s, 1, b, d)).squeeze(1)
+
+
+def clip_grad_norm_per_member(params: Sequence[torch.Tensor], max_norm: float, members: int) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ for each of `members` members separately (parameters with a member axis of
+    members·k rows; no host sync). Returns the norms before clipping, (members,)."""
+    sq = sum(p.grad.reshape(members, -1).square().sum(1) for p in params if p.grad is not None)
+    norms = sq.sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(scale.view(-1, *([1] * (p.dim() - 1))).repeat_interleave(p.shape[0] // members, 0))
+    return norms

@@ -95,29 +95,45 @@ def test_ppo_improves_on_a_bandit(tmp_path, bandit_spec):
     cfg = ppo.PPOConfig(dataset="bandit", seed=0, total_steps=4096, num_envs=8, rollout_steps=128,
                         minibatch_size=256, epochs=10, actor_lr=1e-2, critic_lr=1e-2, norm_obs=False,
                         norm_reward=False, eval_every=10**9, log_every=10**9, hidden=(32,), critic_hidden=(32,))
-    torch.manual_seed(0)
-    actor, critic = ppo.make_agent(cfg, bandit_spec)
+    agent = ppo.make_agent(cfg, bandit_spec)
     rec = RunRecorder(tmp_path, "ppo", "bandit", 0, {})
-    res = ppo.run_ppo(cfg, bandit_spec, actor, critic, recorder=rec, evaluator=None)
+    res = ppo.run_ppo(cfg, bandit_spec, agent, recorders=[rec], evaluator=None)[0]
     rets = np.asarray(res["episode_returns"])
     first, last = rets[:1024].mean(), rets[-1024:].mean()
     assert first < -0.4  # σ = 1 at the start: E[−(a − t)²] ≈ −(σ² + t²) (clipped)
     assert last > first + 0.25, (first, last)  # σ shrinks and the mean moves to the optimum
     with torch.no_grad():  # the deterministic policy tracks the optimum 0.6·s₀
         s = torch.rand(256, 2) * 2 - 1
-        err = (actor.act(s)[:, 0] - 0.6 * s[:, 0]).pow(2).mean().item()
+        err = (agent.act(s[None])[0, :, 0] - 0.6 * s[:, 0]).pow(2).mean().item()
     assert err < 0.03, err  # the initial mean action (≈ 0) has error E[(0.6 s₀)²] = 0.12
 
 
 def test_actor_critic_interfaces():
-    actor = ppo.GaussianActor(5, 2, hidden=(8, 8))
-    obs = torch.randn(7, 5)
-    d = actor.dist(obs)
-    assert isinstance(d, torch.distributions.Normal) and d.mean.shape == (7, 2)
-    assert torch.equal(actor.act(obs), d.mean)
-    assert ppo.ValueCritic(5, hidden=(8,))(obs).shape == (7,)
-    bounded = ppo.GaussianActor(5, 2, hidden=(8,), tanh_mean=True)
-    assert bounded.act(obs * 1e3).abs().max() <= 1.0
+    cfg = dataclasses.replace(ppo.PPOConfig(), hidden=(8, 8), critic_hidden=(8,))
+    actor, critic = ppo.make_actor(cfg, 5, 2, [0, 1]), ppo.make_critic(cfg, 5, [0, 1])
+    obs = torch.randn(2, 7, 5)
+    mean, log_std = actor.mean_log_std(obs)
+    assert mean.shape == (2, 7, 2) and log_std.shape == (2, 1, 2) and torch.equal(actor.act(obs), mean)
+    assert critic(obs).shape == (2, 7)
+    with pytest.raises(ValueError, match="equal widths"):
+        ppo.make_actor(dataclasses.replace(cfg, hidden=(8, 4)), 5, 2, [0])
+    plain = ppo.plain_actor_state(actor, 1)  # the portable layout o2o.generate reads, seed 1's weights
+    x = obs[1].double().numpy()
+    for i in range(3):
+        x = x @ plain[f"mean_net.{2 * i}.weight"].double().numpy().T + plain[f"mean_net.{2 * i}.bias"].double().numpy()
+        x = np.tanh(x) if i < 2 else x
+    np.testing.assert_allclose(x, mean[1].detach().double().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_random_actor_state_is_the_earlier_random_policy():
+    """o2o.generate's random datasets come from random_actor_state: the weights of the earlier nn.Linear actor under
+    torch.manual_seed (sha256 of its tensors taken before the move to o2o.nets, with one torch thread: the
+    orthogonal init's QR rounds differently with more threads, in the earlier code as well)."""
+    import hashlib
+
+    for (obs_dim, act_dim), digest in {(11, 3): "c00adae3b58c4f71", (17, 6): "abf1edb18584ff26"}.items():
+        st = ppo.random_actor_state(obs_dim, act_dim, 0)
+        assert hashlib.sha256(b"".join(st[k].numpy().tobytes() for k in sorted(st))).hexdigest()[:16] == digest
 
 
 # ------------------------------------------------------------------------------------------- command line
@@ -157,7 +173,7 @@ def test_resume_continues_from_checkpoint(tmp_path):
     # a resumed run continues: the first run's rows stay, the update at 512 is not run again
     assert [int(r["step"]) for r in _csv(out / "metrics.csv")] == [512, 1024, 1536]
     assert [int(r["env_steps"]) for r in _csv(out / "evals.csv")] == [512, 1024, 1536]
-    assert not torch.equal(first["actor"]["log_std"], ck["actor"]["log_std"])
+    assert not torch.equal(first["agent"]["actor"]["log_std"], ck["agent"]["actor"]["log_std"])
     assert json.loads((out / "summary.json").read_text())["status"] == "finished"
 
 
@@ -178,3 +194,21 @@ def test_unio4_preset():
     assert p["actor_lr"] == 2e-5 and p["critic_lr"] == 2e-4 and p["ent_coef"] == 0.01
     assert ppo.presets(get_spec("pen-human-v1"), "unio4")["minibatch_size"] == 256
     assert ppo.presets(get_spec("hopper-medium-v2"), "cleanrl") == {}
+
+
+def test_packed_seeds_get_the_records_they_get_alone(tmp_path):
+    """--seeds 0,1 (2 seeds × 2 envs in one vector env) gives seed 1 exactly the records and weights of seed 1 alone:
+    evaluations, episodes, metrics and the checkpointed networks, bit for bit on the CPU."""
+    args = [*SMALL, "--total-steps", "1024", "--num-envs", "2", "--rollout-steps", "256", "--minibatch-size", "128"]
+    assert ppo.main([*args, "--seeds", "0,1", "--out", str(tmp_path / "pack")]) == 0
+    assert ppo.main([*args, "--seed", "1", "--out", str(tmp_path / "alone")]) == 0
+    packed, alone = tmp_path / "pack" / "seed1", tmp_path / "alone"
+    for name in ("evals.csv", "episodes.csv", "metrics.csv"):
+        assert (packed / name).read_text() == (alone / name).read_text(), name
+    a = torch.load(packed / "checkpoint.pt", weights_only=True)["agent"]
+    b = torch.load(alone / "checkpoint.pt", weights_only=True)["agent"]
+    for part in ("actor", "critic"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in b[part]), part
+    assert (tmp_path / "pack" / "seed0" / "evals.csv").read_text() != (alone / "evals.csv").read_text()
+    summary = json.loads((packed / "summary.json").read_text())
+    assert summary["seed"] == 1 and summary["extra"]["pack"] == [0, 1] and summary["config"]["seeds"] == []

@@ -40,10 +40,10 @@ from algorithms import uni_o4 as U  # noqa: E402
 from o2o.consistency import restore  # noqa: E402
 from o2o.data import load_dataset  # noqa: E402
 from o2o.envs import make_env  # noqa: E402
-from o2o.records import read_summary  # noqa: E402
+from o2o.records import RunRecorder, read_summary  # noqa: E402
 
 
-def load_run(run: Path) -> tuple[U.UniO4Config, object, U.OfflineData, U.ValueLearner, U.PolicyEnsemble]:
+def load_run(run: Path) -> tuple[U.UniO4Config, object, U.OfflineData, U.ValueLearner, U.BoundedGaussianActor]:
     """The run's config, dataset, prepared data, cached critic and cached BC ensemble."""
     summary = read_summary(run)
     if summary is None:
@@ -51,6 +51,7 @@ def load_run(run: Path) -> tuple[U.UniO4Config, object, U.OfflineData, U.ValueLe
     conf = summary["config"]
     fields = {f.name for f in dataclasses.fields(U.UniO4Config)}
     conf = {k: tuple(v) if isinstance(v, list) else v for k, v in conf.items() if k in fields}
+    conf["seeds"] = ()  # the run directory is one seed's
     cfg = U.UniO4Config(**conf)
     device = torch.device("cpu")
     ds = load_dataset(cfg.dataset, env_id=cfg.env)
@@ -60,12 +61,12 @@ def load_run(run: Path) -> tuple[U.UniO4Config, object, U.OfflineData, U.ValueLe
     st = cache.load(keys["critic"], device)
     if st is None:
         raise SystemExit(f"{run}: no cached critic {keys['critic']} (was the run made with --cache false?)")
-    critic = U.load_critic_state(U.ValueLearner(cfg, obs_dim, act_dim), st)
-    bc = U.PolicyEnsemble(cfg.n_policies, obs_dim, act_dim, cfg.pi_hidden, cfg.pi_depth, cfg.pi_activation)
+    critic = U.load_critic_state(U.ValueLearner(cfg, obs_dim, act_dim, [cfg.seed]), st["state"])
+    bc = U.make_policy(cfg, obs_dim, act_dim, [cfg.seed])
     st = cache.load(keys["bc"], device)
     if st is None:
         raise SystemExit(f"{run}: no cached BC ensemble {keys['bc']}")
-    bc.load_state_dict(st["policy"])
+    bc.load_state_dict(st["state"])
     return cfg, ds, data, critic, bc
 
 
@@ -75,20 +76,20 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def true_table(cfg: U.UniO4Config, ds, data: U.OfflineData, bc: U.PolicyEnsemble, states: int, actions: int,
+def true_table(cfg: U.UniO4Config, ds, data: U.OfflineData, bc: U.BoundedGaussianActor, states: int, actions: int,
                horizon: int, member: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """M dataset states, K member actions at each, the simulator's Q of every pair: (M·K obs, M·K acts, M×K Q)."""
     if "infos/qpos" not in ds.infos or "infos/qvel" not in ds.infos:
         raise SystemExit(f"{ds.spec.name}: needs infos/qpos and infos/qvel to restore states")
-    pi = bc.member(member).eval()
+    pi = U.member_actor(cfg, bc, [cfg.seed], [member]).eval()
     env = make_env(ds.spec)
     low, high = env.action_space.low, env.action_space.high
     rows = np.random.default_rng(seed).choice(len(ds), size=states, replace=False)
     gen = torch.Generator().manual_seed(seed)
     obs = data.obs[torch.as_tensor(rows)].repeat_interleave(actions, 0)
     with torch.no_grad():
-        d = pi.dist(obs)
-        acts = d.mean + d.stddev * torch.randn(obs.shape, generator=gen)[:, :ds.act_dim]  # a ~ π(·|s), seeded
+        mean, log_std = (x[0] for x in pi.mean_log_std(obs[None]))
+        acts = mean + log_std.exp() * torch.randn(obs.shape, generator=gen)[:, :ds.act_dim]  # a ~ π(·|s), seeded
     true = np.zeros((states, actions))
     t0 = time.time()
     for i, row in enumerate(rows):
@@ -105,7 +106,7 @@ def true_table(cfg: U.UniO4Config, ds, data: U.OfflineData, bc: U.PolicyEnsemble
                 if term or trunc:
                     break
                 with torch.no_grad():
-                    act = pi.act(data.normalize(torch.as_tensor(o, dtype=torch.float32)[None]))[0].numpy()
+                    act = pi.act(data.normalize(torch.as_tensor(o, dtype=torch.float32))[None, None])[0, 0].numpy()
                 act = np.clip(act.astype(np.float64), low, high)
             true[i, j] = ret
         if (i + 1) % 16 == 0:
@@ -117,7 +118,7 @@ def true_table(cfg: U.UniO4Config, ds, data: U.OfflineData, bc: U.PolicyEnsemble
 def score(critic: U.ValueLearner, obs: torch.Tensor, acts: torch.Tensor, true: np.ndarray) -> dict[str, float]:
     """How well the critic's advantage ranks the actions within each state (see the module docstring)."""
     with torch.no_grad():
-        crit = critic.advantage(obs, acts).view(true.shape).double().numpy()
+        crit = critic.advantage(obs[None], acts[None]).view(true.shape).double().numpy()
     m = true.shape[0]
     rho = [spearman(crit[i], true[i]) for i in range(m) if true[i].std() > 0 and crit[i].std() > 0]
     cc, tc = crit - crit.mean(1, keepdims=True), true - true.mean(1, keepdims=True)
@@ -169,9 +170,11 @@ def curve(args: argparse.Namespace) -> dict:
         res["curve"].append({"critic_step": step, **score(critic, obs, acts, true)})
         path.write_text(json.dumps(res, indent=1))
 
-    critic = U.fit_critic(cfg, data, torch.device("cpu"), args.out, on_flush=on_flush)
+    recorder = RunRecorder(args.out, "uni_o4-critic-curve", cfg.dataset, cfg.seed, {})
+    critic = U.fit_critic(cfg, data, U.Pack([cfg.seed], [args.out], [recorder]), torch.device("cpu"),
+                          on_flush=on_flush)
     keys, old_keys = U.stage_keys(cfg), U.stage_keys(cfg0)
-    U.StageCache(args.out / "cache").save(keys["critic"], U.critic_state(critic, cfg))
+    U.StageCache(args.out / "cache").save(keys["critic"], U.stage_entries(U.critic_state(critic), [{}])[0])
     for stage in ("dynamics", "bc"):
         assert keys[stage] == old_keys[stage]
         link = args.out / "cache" / f"{keys[stage]}.pt"

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from algorithms import uni_o4 as U  # noqa: E402
 from o2o.data import load_dataset  # noqa: E402
 from o2o.evaluation import evaluate  # noqa: E402
+from o2o.records import RunRecorder  # noqa: E402
 from o2o.training import torch_policy  # noqa: E402
 
 WORK = Path(os.environ.get("UNI_O4_OPE_DIR", "~/.o2o/uni_o4_ope")).expanduser()
@@ -44,14 +45,15 @@ def main() -> None:
     data = U.prepare_data(ds, cfg, torch.device("cpu"))
     out = WORK / f"bc_{args.mode}_{args.alpha}"
     out.mkdir(parents=True, exist_ok=True)
-    pol, metrics = U.fit_bc(cfg, data, torch.device("cpu"), out)  # same stage seed: same init and batches
+    pack = U.Pack([cfg.seed], [out], [RunRecorder(out, "uni_o4-bc", cfg.dataset, cfg.seed, {})])
+    pol, metrics = U.fit_bc(cfg, data, pack, torch.device("cpu"))  # same seed: same init and batches
     scores = []
-    for k in range(pol.n):
-        member = pol.member(k).eval()
-        policy = torch_policy(lambda o, m=member: m.act(data.normalize(o)), torch.device("cpu"))
+    for k in range(pol.copies):
+        member = U.member_actor(cfg, pol, [cfg.seed], [k]).eval()
+        policy = torch_policy(lambda o, m=member: m.act(data.normalize(o)[None])[0], torch.device("cpu"))
         scores.append(evaluate(policy, ds.spec, n_episodes=10, seed=0, eval_index=k).normalized_score)
     print(json.dumps({"mode": args.mode, "alpha": args.alpha, "scores": scores, "mean": float(np.mean(scores)),
-                      **metrics}))
+                      **metrics[0]}))
 
 
 if __name__ == "__main__":

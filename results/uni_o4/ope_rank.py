@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from algorithms import uni_o4 as U  # noqa: E402
 from o2o.registry import get_spec  # noqa: E402
+from o2o.rng import MemberRNG  # noqa: E402
 
 WORK = Path(os.environ.get("UNI_O4_OPE_DIR", "~/.o2o/uni_o4_ope")).expanduser()
 SPEC = get_spec("hopper-medium-v2")
@@ -44,10 +45,8 @@ def behaviour(args: argparse.Namespace) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     cfg = PPOConfig(dataset="hopper-medium-v2", seed=args.seed, out=str(WORK / "ppo_run"),
                     total_steps=args.steps, snapshot_every=args.snapshot_every, log_every=20_000)
-    torch.manual_seed(args.seed)
-    actor, critic = make_agent(cfg, SPEC)
     rec = RunRecorder(cfg.out, "ppo", cfg.dataset, cfg.seed, {}, None)
-    res = run_ppo(cfg, SPEC, actor, critic, recorder=rec, evaluator=None)
+    res = run_ppo(cfg, SPEC, make_agent(cfg, SPEC), recorders=[rec], evaluator=None)[0]
     arch = {"obs_dim": SPEC.obs_dim, "act_dim": SPEC.act_dim, "hidden": list(cfg.hidden),
             "activation": cfg.activation, "tanh_mean": False}
     snaps = [{**s, "arch": arch} for s in res["snapshots"]]
@@ -79,13 +78,13 @@ def data(args: argparse.Namespace) -> None:
 
 
 class Candidates:
-    """Arbitrary policies (raw obs -> action, torch) behind the PolicyEnsemble interface that U.am_q uses."""
+    """Arbitrary policies (raw obs -> action, torch) behind the ensemble interface that U.am_q uses (one seed)."""
 
     def __init__(self, fns, data: U.OfflineData) -> None:
         self.fns, self.n, self.data = fns, len(fns), data
 
     def act(self, s: torch.Tensor) -> torch.Tensor:
-        raw = s * self.data.obs_std + self.data.obs_mean
+        raw = s * self.data.obs_std + self.data.obs_mean  # (N, b, d): member k acts on raw[k]
         return torch.stack([fn(raw[k]).clamp(-1.0, 1.0) for k, fn in enumerate(self.fns)])
 
 
@@ -111,51 +110,55 @@ def rank(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     cfg = rank_config(args)
     t0 = time.time()
-    summary = U.train(cfg)  # the offline pipeline; its stages are cached in <out>/cache
+    (summary,) = U.train(cfg)  # the offline pipeline; its stages are cached in <out>/cache
     assert summary["status"] == "finished", summary
     device = torch.device("cpu")
     ds = load_dataset(cfg.dataset, env_id=cfg.env)
     data = U.prepare_data(ds, cfg, device)
     keys, cache = U.stage_keys(cfg), U.StageCache(Path(cfg.out) / "cache")
     obs_dim, act_dim = data.obs.shape[1], data.act.shape[1]
-    critic = U.load_critic_state(U.ValueLearner(cfg, obs_dim, act_dim), cache.load(keys["critic"], device))
-    dyn = U.DynamicsEnsemble(obs_dim, act_dim, cfg.dyn_members, cfg.dyn_elites, cfg.dyn_hidden, cfg.dyn_weight_decay)
-    dyn.load_state_dict(cache.load(keys["dynamics"], device)["model"])
+    critic = U.ValueLearner(cfg, obs_dim, act_dim, [cfg.seed])
+    U.load_critic_state(critic, cache.load(keys["critic"], device)["state"])
+    dyn = U.make_dynamics(cfg, obs_dim, act_dim, [cfg.seed])
+    dyn.load_state_dict(cache.load(keys["dynamics"], device)["state"])
 
-    def ensemble(key: str) -> U.PolicyEnsemble:
-        pe = U.PolicyEnsemble(cfg.n_policies, obs_dim, act_dim, cfg.pi_hidden, cfg.pi_depth, cfg.pi_activation)
-        pe.load_state_dict(cache.load(key, device)["policy"])
+    def ensemble(key: str) -> U.BoundedGaussianActor:
+        pe = U.make_policy(cfg, obs_dim, act_dim, [cfg.seed])
+        pe.load_state_dict(cache.load(key, device)["state"])
         return pe
+
+    def member(pe: U.BoundedGaussianActor, k: int) -> U.BoundedGaussianActor:
+        return U.member_actor(cfg, pe, [cfg.seed], [k]).eval()
 
     bc, improved = ensemble(keys["bc"]), ensemble(keys["improve"])
     names, fns = [], []
     for tag, pe in (("bc", bc), ("uni_o4", improved)):
-        for k in range(pe.n):
-            m = pe.member(k).eval()
+        for k in range(pe.copies):
+            m = member(pe, k)
             names.append(f"{tag}_member{k}")
-            fns.append(lambda raw, m=m: m.act(data.normalize(raw)))
+            fns.append(lambda raw, m=m: m.act(data.normalize(raw)[None])[0])
     snaps = torch.load(WORK / "ppo_snapshots.pt", weights_only=True) if (WORK / "ppo_snapshots.pt").exists() else []
     for k in np.linspace(0, len(snaps) - 1, min(args.snapshots, len(snaps))).round().astype(int) if snaps else []:
         pol = NumpyGaussianPolicy(snaps[k])
         names.append(f"ppo_snapshot_{int(snaps[k]['env_steps'])}")
         fns.append(lambda raw, pol=pol: torch.as_tensor(pol.act(raw.numpy()), dtype=torch.float32))
-    torch.manual_seed(123)
-    rand_net = U.GaussPolicy(obs_dim, act_dim, 64, 2, "relu")
+    rand_net = U.make_policy(dataclasses.replace(cfg, pi_hidden=64, pi_depth=2), obs_dim, act_dim, [123], copies=1)
     names += ["zero_action", "random_network", "bc_member0_noise0.3", "bc_member0_noise0.6"]
     fns += [lambda raw: torch.zeros(raw.shape[0], act_dim),
-            lambda raw: rand_net.act(data.normalize(raw)).detach()]
-    m0 = bc.member(0).eval()
+            lambda raw: rand_net.act(data.normalize(raw)[None])[0]]
+    m0 = member(bc, 0)
+    torch.manual_seed(123)
     for sigma in (0.3, 0.6):
-        fns.append(lambda raw, s=sigma: m0.act(data.normalize(raw)) + s * torch.randn(raw.shape[0], act_dim))
+        fns.append(lambda raw, s=sigma: m0.act(data.normalize(raw)[None])[0] + s * torch.randn(raw.shape[0], act_dim))
     cands = Candidates(fns, data)
     done = U.termination_fn(ds.spec)
-    g = torch.Generator().manual_seed(7)
-    start = data.raw_obs[torch.randint(0, len(data), (args.ope_batch,), generator=g)]
+    rng = MemberRNG([7], "ope_rank")
+    start = data.raw_obs[rng.randint(len(data), args.ope_batch)]  # (1, b, d)
     ope = {}
     for h in args.horizons:
         t1 = time.time()
         with torch.no_grad():
-            ope[h] = U.am_q(cands, critic.q_value, dyn, start, data.normalize, h, done, g).tolist()
+            ope[h] = U.am_q(cands, critic.q_value, dyn, start, data.normalize, h, done, rng, len(fns))[0].tolist()
         print(f"AM-Q horizon {h}: {time.time() - t1:.0f} s", flush=True)
     true = []
     for i, fn in enumerate(fns):
