@@ -228,7 +228,8 @@ for i, path in enumerate(sys.argv[1:]):
         continue
     found = [c for c in vars(module).values() if isinstance(c, type) and dataclasses.is_dataclass(c)
              and issubclass(c, RunConfig)]
-    cls = max(found, key=lambda c: len(c.__mro__), default=RunConfig)
+    own = [c for c in found if c.__module__ == module.__name__] or found  # its own config, not one it imports
+    cls = max(own, key=lambda c: len(c.__mro__), default=RunConfig)
     out[path] = sorted({f.name for f in dataclasses.fields(cls)} | set(renamed_fields(cls)))
 print(json.dumps(out))
 """
