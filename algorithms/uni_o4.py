@@ -105,7 +105,7 @@ from o2o.nets import (  # noqa: E402
     soft_update,
     split_members,
 )
-from o2o.records import RunRecorder  # noqa: E402
+from o2o.records import RunRecorder, atomic_save, atomic_write  # noqa: E402
 from o2o.registry import DatasetSpec  # noqa: E402
 from o2o.rng import MemberRNG, member_generators  # noqa: E402
 from o2o.training import (  # noqa: E402
@@ -909,11 +909,7 @@ class StageCache:
         """Store `state` under `key` (atomically)."""
         if not self.enabled:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        p = self.path(key)
-        tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, p)
+        atomic_save(self.path(key), lambda f: torch.save(state, f))
 
     def partial(self, key: str) -> Checkpointer:
         """The checkpoint of an unfinished stage (`<key>.partial/checkpoint.pt`)."""
@@ -1378,7 +1374,7 @@ def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
                       "ope_best": [x["best"] for x in imp], "behaviour_replacements": [x["replacements"] for x in imp],
                       "ope_queries": [len(x["history"]) for x in imp]})
     for d, x in zip(pack.dirs, imp):
-        (d / "ope_history.json").write_text(json.dumps(x["history"]))
+        atomic_write(d / "ope_history.json", json.dumps(x["history"]))
 
     # ---- offline evaluations, selection
     if not online_started:
@@ -1436,11 +1432,11 @@ def _save_policies(pack: Pack, actor: BoundedGaussianActor, data: OfflineData, c
     for s, (r, k) in enumerate(zip(pack.recorders, chosen)):
         if r.status != "running":
             continue
-        torch.save({"actor": plain_policy_state(actor, s),
-                    "arch": {"obs_dim": actor.obs_dim, "act_dim": actor.act_dim, "hidden": cfg.pi_hidden,
-                             "depth": cfg.pi_depth, "activation": cfg.pi_activation, "log_std_range": LOG_STD_RANGE},
-                    "obs_norm": {"mean": data.obs_mean.cpu(), "std": data.obs_std.cpu()}, "member": k},
-                   r.out / "policy.pt")
+        state = {"actor": plain_policy_state(actor, s),
+                 "arch": {"obs_dim": actor.obs_dim, "act_dim": actor.act_dim, "hidden": cfg.pi_hidden,
+                          "depth": cfg.pi_depth, "activation": cfg.pi_activation, "log_std_range": LOG_STD_RANGE},
+                 "obs_norm": {"mean": data.obs_mean.cpu(), "std": data.obs_std.cpu()}, "member": k}
+        atomic_save(r.out / "policy.pt", lambda f, state=state: torch.save(state, f))
 
 
 def main(argv: list[str] | None = None) -> int:

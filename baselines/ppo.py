@@ -60,7 +60,7 @@ from o2o.nets import (  # noqa: E402
     join_members,
     split_members,
 )
-from o2o.records import RunRecorder, truncate_csv  # noqa: E402
+from o2o.records import RunRecorder, atomic_save, truncate_csv  # noqa: E402
 from o2o.registry import DatasetSpec  # noqa: E402
 from o2o.rng import MemberRNG, member_generators, stream_key  # noqa: E402
 from o2o.training import (  # noqa: E402
@@ -741,7 +741,8 @@ def train(cfg: PPOConfig) -> list[dict[str, Any]]:
             r.extra.update({"env_steps_per_s": round(res["env_steps_per_s"], 1),
                             "train_return_last": float(np.mean(res["episode_returns"][-10:]))
                             if res["episode_returns"] else None})
-            torch.save(policy_state(agent.actor, s, res["obs_norm"], cfg), Path(r.out) / "policy.pt")
+            state = policy_state(agent.actor, s, res["obs_norm"], cfg)
+            atomic_save(Path(r.out) / "policy.pt", lambda f, state=state: torch.save(state, f))
             r.finish("finished")
 
     run_recorded(ALGORITHM, recorders, body, cfg.threads)
