@@ -70,7 +70,7 @@ bench: setup
 PYTHON    ?= $(BIN)/python
 GPU_OUT   ?= results/bench
 bench-gpu:
-	$(PYTHON) -m pip install -q --no-index --find-links .wheels mujoco gymnasium tqdm pyyaml
+	$(PYTHON) -m pip install -q --no-index --find-links .wheels mujoco gymnasium tqdm pyyaml tyro
 	$(PYTHON) -m benchmarks.gpu --out $(GPU_OUT)
 
 # cp312 manylinux wheels of what the device machine lacks (mujoco, gymnasium and their dependencies).
@@ -78,7 +78,8 @@ gpu-wheels:
 	$(BIN)/pip download -q --no-deps --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64 \
 		--platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any -d .wheels \
 		mujoco==3.11.0 gymnasium==1.4.0 absl-py==2.5.1 cloudpickle==3.1.2 etils==1.15.0 Farama-Notifications==0.0.6 \
-		glfw==2.11.0 PyOpenGL==3.1.10 tqdm==4.70.1 PyYAML==6.0.3 fsspec==2026.9.0 zipp==4.1.2
+		glfw==2.11.0 PyOpenGL==3.1.10 tqdm==4.70.1 PyYAML==6.0.3 fsspec==2026.9.0 zipp==4.1.2 tyro==1.0.16 \
+		docstring_parser==0.18.0 typeguard==4.6.1
 
 lint: setup
 	$(BIN)/ruff check .
