@@ -550,4 +550,6 @@ def test_hopper_question_table_reads_scores_and_lengths(tmp_path):
             rec.log_eval(step, "offline", 0, z, 10 * z, 1.0, None, float(n), member=k, stage=stage, ope=1.0)
     rec.extra.update(member_scores=[22.0, 24.0], ope_bc=[1.0, 3.0], ope_best=[2.0, 4.0], behaviour_replacements=[1, 0])
     rec.finish("finished")
-    assert mod.row("x", tmp_path) == "| x | 31.0 / 210 | 23.0 / 120 | 23.0 / 105 | 22.0, 24.0 | 1, 0 | 2.0 → 3.0 |"
+    # return = 10 × score: per step (300/200 + 320/220)/2 = 1.48 for BC, (220/100 + 240/110)/2 = 2.19 at the end
+    assert mod.row("x", tmp_path) == ("| x | 31.0 / 210 | 23.0 / 120 | 23.0 / 105 | 22.0, 24.0 | 1.48 → 2.19 | 1, 0 "
+                                      "| 2.0 → 3.0 |")
