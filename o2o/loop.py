@@ -45,7 +45,16 @@ from o2o.envs import make_env
 from o2o.evaluation import evaluate_members
 from o2o.nets import join_members, split_members
 from o2o.presets import Source
-from o2o.records import LOCK_FILE, RunRecorder, atomic_write, is_finished, lock_run_dir, read_summary, truncate_csv
+from o2o.records import (
+    LOCK_FILE,
+    RunRecorder,
+    atomic_write,
+    clear_records,
+    is_finished,
+    lock_run_dir,
+    read_summary,
+    truncate_csv,
+)
 from o2o.registry import DatasetSpec, normalized_score
 from o2o.rng import MemberRNG, stream_key
 from o2o.training import (
@@ -92,8 +101,6 @@ SAFE_TO_CHANGE = ("eval_episodes", "eval_every", "log_every", "checkpoint_every"
                   "resume", "seeds", "compile", "budget", "force", "offline_steps", "online_steps", "logger",
                   "final_eval_episodes", "config", "preset")  # config, preset: where the (checked) values came from
 FINAL_EVAL_INDEX = 1_000_000  # evaluation index of the final evaluation: start states unlike the periodic ones
-RECORD_FILES = ("summary.json", "config.yaml", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt",
-                "checkpoint.json", "betas.npy", "policy.pt", "run.json", "log.txt")
 
 
 class RunLocked(RuntimeError):
@@ -252,8 +259,7 @@ def train(cfg: LoopConfig, algo: Algorithm) -> list[dict[str, Any]]:
         done = [is_finished(d) and not (cfg.resume and (read_summary(d) or {}).get("steps", 0) < total) for d in dirs]
         if cfg.force:
             for d in dirs:
-                for name in RECORD_FILES:
-                    (d / name).unlink(missing_ok=True)
+                clear_records(d, also=("run.json", "log.txt"))
             done = [False] * len(dirs)
         for d, finished in zip(dirs, done):
             if finished:

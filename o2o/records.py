@@ -330,6 +330,26 @@ def truncate_csv(path: str | Path, step: int) -> None:
     atomic_write(path, buf.getvalue())
 
 
+# What a run writes into its directory (the suite's run.json and log.txt aside): removed before it trains afresh.
+RUN_RECORDS = ("summary.json", "config.yaml", "evals.csv", "episodes.csv", "metrics.csv", "checkpoint.pt",
+               "checkpoint.json", "betas.npy", "policy.pt")
+
+
+def clear_records(out: str | Path, also: tuple[str, ...] = ()) -> None:
+    """Remove a run directory's records (RUN_RECORDS and `also`), so that nothing of an earlier run is left."""
+    for name in (*RUN_RECORDS, *also):
+        (Path(out) / name).unlink(missing_ok=True)
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object from a file, or None when absent, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_summary(out: str | Path) -> dict[str, Any] | None:
     """summary.json of a run directory, or None when absent or unreadable."""
     p = Path(out) / "summary.json"

@@ -54,7 +54,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from o2o.cli import BUDGETS, path_part
-from o2o.records import CORRUPT, LOCK_FILE, atomic_write, is_finished, lock_run_dir, read_summary
+from o2o.records import (
+    CORRUPT,
+    LOCK_FILE,
+    atomic_write,
+    clear_records,
+    is_finished,
+    lock_run_dir,
+    read_json,
+    read_summary,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES_DIR = ROOT / "suites"
@@ -518,20 +527,12 @@ class Plan:
         return self.action in ("start", "resume", "retry", "rerun")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _stale_reason(run: Run) -> str:
     out = Path(run.out)
     summary = read_summary(out)
     if summary and summary.get("budget") not in (None, run.budget):
         return f"budget {summary.get('budget')} -> {run.budget}"
-    recorded = _read_json(out / RUN_FILE)
+    recorded = read_json(out / RUN_FILE)
     if recorded and isinstance(recorded.get("spec"), dict):
         old = recorded["spec"]
         for key in ("budget", "args", "dataset", "seed"):
@@ -592,7 +593,7 @@ def _checkpoint_step(out: Path) -> int | str | None:
     if not (out / "checkpoint.pt").exists():
         return None
     for name in ("checkpoint.json", ".checkpoint.json.new"):
-        meta = _read_json(out / name)
+        meta = read_json(out / name)
         if meta is not None and isinstance(meta.get("step"), int):
             return meta["step"]
     return f"unknown:{out}"  # no sidecar: a pack of its own
@@ -667,11 +668,6 @@ def worker_env(workers: int, threads: int | None = None) -> dict[str, str]:
     return env
 
 
-def _clear_records(out: Path) -> None:
-    for name in ("checkpoint.pt", "checkpoint.json", "summary.json", "evals.csv", "episodes.csv", "metrics.csv"):
-        (out / name).unlink(missing_ok=True)
-
-
 def _launch(pack: Sequence[Plan], env: dict[str, str]) -> tuple[_Active | None, list[Run]]:
     """Lock the run directories of a pack and start one process for the runs that still need it.
 
@@ -695,7 +691,7 @@ def _launch(pack: Sequence[Plan], env: dict[str, str]) -> tuple[_Active | None, 
                 left.append(run)
                 continue
             if now.action == "rerun":
-                _clear_records(out)
+                clear_records(out)
             fds.append(fd)
             runs.append(run)
         if not runs:
@@ -705,7 +701,7 @@ def _launch(pack: Sequence[Plan], env: dict[str, str]) -> tuple[_Active | None, 
         log_path = Path(runs[0].out) / LOG_FILE
         for run in runs:
             out = Path(run.out)
-            previous = _read_json(out / RUN_FILE) or {}
+            previous = read_json(out / RUN_FILE) or {}
             atomic_write(out / RUN_FILE, json.dumps({
                 "spec": run.spec(), "command": shlex.join(cmd), "resume": resume,
                 "pack": [r.seed for r in runs] if len(runs) > 1 else None,

@@ -10,7 +10,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from o2o.evaluation import EvalResult, evaluate_members
-from o2o.records import CORRUPT, RunRecorder
+from o2o.records import CORRUPT, RunRecorder, read_json
 from o2o.registry import DatasetSpec, score_reference
 
 
@@ -155,14 +155,6 @@ class MetricLog:
         self.last_t, self.last_step = time.time(), step
 
 
-def check_finite(**tensors: torch.Tensor) -> None:
-    """Raise DivergenceError when any tensor holds NaN/inf (one host sync; use at log intervals only)."""
-    flags = torch.stack([torch.isfinite(t).all() for t in tensors.values()]).cpu().tolist()
-    bad = [k for k, ok in zip(tensors, flags) if not ok]
-    if bad:
-        raise DivergenceError(f"{', '.join(bad)} became NaN/inf")
-
-
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states in a weights_only-loadable form."""
     np_state = np.random.get_state()
@@ -234,12 +226,12 @@ class Checkpointer:
 
     def step(self) -> int | None:
         """Step of the committed checkpoint (from its sidecar), None when there is none."""
-        meta = _read_json(self.meta)
+        meta = read_json(self.meta)
         return None if meta is None or not self.path.exists() else meta.get("step")
 
     def staged_step(self) -> int | None:
         """Step of a completely staged checkpoint, None when there is none."""
-        meta = _read_json(self.new_meta)
+        meta = read_json(self.new_meta)
         return meta.get("step") if meta is not None and self.new_path.exists() else None
 
     def discard_staged(self) -> None:
@@ -252,7 +244,7 @@ class Checkpointer:
         self.repair()
         if not self.path.exists():
             return None
-        meta = _read_json(self.meta)
+        meta = read_json(self.meta)
         if meta is not None and meta.get("sha256") != _sha256(self.path):
             raise CheckpointError(f"{self.path} {CORRUPT} (its sha256 does not match checkpoint.json); delete it to "
                                   "start the run afresh")
@@ -291,14 +283,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 @dataclass
 class Evaluator:
     """Evaluates a run's policy (or a pack's S policies) on the env with fresh deterministic seeds and logs each
@@ -310,7 +294,6 @@ class Evaluator:
     episodes: int
     obs_transform: Callable[[np.ndarray], np.ndarray] | None = None
     index: int = 0
-    history: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         recorders = [self.recorder] if isinstance(self.recorder, RunRecorder) else self.recorder
@@ -341,7 +324,6 @@ class Evaluator:
             who = f" seed {seed}" if len(seeds) > 1 else ""
             print(f"[eval {phase} step {step}{who}] normalized {res.normalized_score:.1f} ± {res.normalized_std:.1f} "
                   f"return {res.return_mean:.1f} length {res.length_mean:.0f}{sr}", flush=True)
-        self.history.append(results[0].normalized_score)
         return results
 
 
