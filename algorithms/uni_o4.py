@@ -91,7 +91,8 @@ if __package__ in (None, ""):  # `python algorithms/uni_o4.py` from the reposito
 
 from baselines.ppo import PPOAgent, PPOConfig, gaussian_log_prob, pad_rows, ppo_loss, run_ppo  # noqa: E402
 from o2o.cli import RunConfig, dataset_spec, parse_config, steps  # noqa: E402
-from o2o.data import Dataset, load_dataset  # noqa: E402
+from o2o.data import load_dataset  # noqa: E402
+from o2o.dataset import Dataset  # noqa: E402
 from o2o.loop import run_dirs  # noqa: E402
 from o2o.nets import (  # noqa: E402
     BoundedGaussianActor,

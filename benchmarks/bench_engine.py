@@ -30,8 +30,8 @@ import torch
 from benchmarks.legacy import LegacyUnavailable, legacy_step
 from o2o import loop
 from o2o.buffer import ReplayBuffer
-from o2o.registry import get_spec
 from o2o.rng import MemberRNG
+from o2o.specs import get_spec
 
 OBS_DIM, ACT_DIM, N, BATCH = 17, 6, 100_000, 256
 DEVICE = torch.device(os.environ.get("O2O_BENCH_DEVICE", "cpu"))

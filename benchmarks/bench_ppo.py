@@ -23,7 +23,7 @@ import torch
 from baselines import ppo
 from o2o.envs import make_vector_env
 from o2o.records import RunRecorder
-from o2o.registry import get_spec
+from o2o.specs import get_spec
 
 SPEC = get_spec("local:hopper-medium")
 

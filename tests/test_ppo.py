@@ -187,7 +187,7 @@ def test_divergence_is_recorded(tmp_path, monkeypatch):
 
 
 def test_unio4_preset():
-    from o2o.registry import get_spec
+    from o2o.specs import get_spec
 
     p = ppo.presets(get_spec("hopper-medium-v2"), "unio4")
     assert p["rollout_steps"] == 2048 and p["minibatch_size"] == 128 and p["clip"] == 0.05

@@ -225,7 +225,7 @@ def test_dynamics_ensemble_fits_a_linear_system_and_picks_elites():
 
 
 def test_termination_functions_follow_gymnasium_health_checks():
-    from o2o.registry import get_spec
+    from o2o.specs import get_spec
 
     hop = U.termination_fn(get_spec("hopper-medium-v2"))
     s = torch.zeros(4, 11)
