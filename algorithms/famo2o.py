@@ -374,7 +374,10 @@ class FamO2O:
         alpha_all = self.log_alpha.exp()[:, :1]  # (S, 1); exp of the padded vector
         loss, entropy, beta = balance_model_loss(self.balance, self.policy, q_fn, obs, alpha_all.detach(), self.rng)
         _step(self.balance_opt, loss, list(self.balance.parameters()))
-        _step(self.alpha_opt, temperature_loss(alpha_all[:, 0], entropy, self.cfg.target_entropy), [self.log_alpha])
+        # α again from log α (unchanged so far): the temperature loss gets a graph of its own, so that a compiled
+        # update (one autograd node per region between graph breaks) never backpropagates through a node twice
+        alpha = self.log_alpha.exp()[:, 0]
+        _step(self.alpha_opt, temperature_loss(alpha, entropy, self.cfg.target_entropy), [self.log_alpha])
         return {"balance_loss": loss.detach(), "balance_entropy": entropy.detach(), "alpha": alpha_all.detach()[:, 0],
                 "beta_balance": mean_per_member(beta.detach())}
 
