@@ -69,7 +69,7 @@ class CQLConfig(LoopConfig):
     offline_steps: int = steps(1_000_000, 100)  # gradient steps on the dataset (CORL max_timesteps, offline_iterations)
     online_steps: int = steps(0, 100)  # env steps after the offline phase, one gradient step each (CORL finetune)
     eval_every: int = steps(5000, 50)  # offline: steps between evaluations (CORL eval_freq; AntMaze 50000)
-    discount: float = 0.99  # γ (CORL discount)
+    discount: float = 0.99  # discount γ of the critics' TD target (CORL discount)
     tau: float = 5e-3  # Polyak rate of the target critics (CORL soft_target_update_rate)
     target_update_period: int = 1  # gradient steps between target updates (CORL target_update_period)
     actor_lr: float = 3e-5  # actor and SAC temperature Adam lr (CORL policy_lr; AntMaze/Adroit 1e-4)
@@ -97,7 +97,7 @@ class CQLConfig(LoopConfig):
     cql_temp: float = 1.0  # temperature of the logsumexp
     cql_max_target_backup: bool = False  # Bellman target = max over N sampled next actions (AntMaze)
     cql_clip_diff_min: float = -math.inf  # clip of (logsumexp − Q(s, a_data)) per sample (AntMaze −200)
-    cql_clip_diff_max: float = math.inf  # its upper clip
+    cql_clip_diff_max: float = math.inf  # upper clip of (logsumexp − Q(s, a_data)) per sample
     normalize_states: bool = True  # z-score observations with dataset statistics (CORL normalize; AntMaze off)
     reward_kind: RewardKind = "none"  # o2o.transforms; CORL normalize_reward: locomotion, or cql_antmaze (10 r − 5)
 
