@@ -90,5 +90,5 @@ def test_update_cleanrl(benchmark):
 
 
 def test_update_unio4(benchmark):
-    cfg = dataclasses.replace(ppo.PPOConfig(), **ppo.presets(SPEC, "unio4"))
+    cfg = dataclasses.replace(ppo.PPOConfig(), **ppo.presets(ppo.PPOConfig(preset="unio4"), SPEC))
     _update(benchmark, cfg, cfg.minibatch_size)
