@@ -329,6 +329,40 @@ def test_compiled_update_matches_eager(hopper_file):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
+@pytest.mark.parametrize("algo,base", [("iql", None), ("awac", None), ("cql", None), ("famo2o", "iql"),
+                                       ("famo2o", "awac")])
+def test_every_update_compiles(algo, base, online, hopper_file):
+    """Every algorithm's update runs under torch.compile with graph breaks at its optimiser steps (dynamo and AOT
+    autograd, as `--compile` uses them, with eager kernels so the test takes seconds; Inductor's numbers are checked
+    above) and gives eager's numbers. A loss whose graph is shared with an earlier backward (one autograd node per
+    compiled region) fails here: FamO2O's temperature loss once did."""
+    from o2o.data import load_dataset
+
+    mod = importlib.import_module(MODULES[algo])
+    ds = load_dataset(hopper_file, env_id="Hopper-v5")
+    data = {"obs": ds.observations, "act": ds.actions, "rew": ds.rewards, "next_obs": ds.next_observations,
+            "done": ds.terminals}
+    cls = {"iql": "IQLConfig", "awac": "AWACConfig", "cql": "CQLConfig", "famo2o": "FamO2OConfig"}[algo]
+    extra = {"cql_n_actions": 4} if algo == "cql" else {"base": base} if base else {}
+    cfg = getattr(mod, cls)(hidden_dim=32, batch_size=64, **extra)
+    setup = loop.Setup([0, 1], ds.spec, ds.obs_dim, ds.act_dim, 1.0, torch.device("cpu"), ds.observations)
+    torch._dynamo.reset()
+    outs = []
+    for compiled in (False, True):
+        agent, buf, rng = mod.algorithm(cfg).build(cfg, setup), ReplayBuffer(data, 2, 0), MemberRNG([0, 1], "batches")
+
+        def step(a=agent, b=buf, r=rng):
+            return a.update(b.sample(r, 64), online)
+
+        fn = torch.compile(step, backend="aot_eager") if compiled else step
+        for _ in range(3):
+            metrics = fn()
+        outs.append(metrics)
+    for k in outs[0]:
+        assert torch.allclose(outs[0][k], outs[1][k], rtol=1e-4, atol=1e-5, equal_nan=True), k
+
+
 # ------------------------------------------------------------------------------------------------ run safety
 def test_resume_refuses_a_checkpoint_of_other_settings(hopper_file, tmp_path, capsys):
     """--resume with another expectile (or dataset, or seed) is refused in one line naming the fields; safe
