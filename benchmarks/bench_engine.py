@@ -8,8 +8,8 @@ included). One torch thread on a CPU by default; O2O_BENCH_DEVICE=cuda times a G
 - `test_packing_gain[algo]`: in one run, interleaved blocks of S = 1 and S = 5 (eager, and compiled unless
   O2O_BENCH_COMPILE=0) and of the pre-engine file (from git, see benchmarks/legacy.py); prints seed-updates/s of
   each, the split of an eager update into a shared part and a per-seed part, and checks the targets: S = 5 reaches
-  ≥ 1.2× the seed-updates/s of S = 1 (CPU, one thread; each S in its faster mode), and the single-seed update is no
-  slower than the pre-engine one (within NOISE, the run-to-run spread of this shared machine).
+  ≥ 1.2× the seed-updates/s of S = 1 (CPU, one thread, eager), and the single-seed update is no slower than the
+  pre-engine one (within NOISE, the run-to-run spread of this shared machine).
 
 Run: make bench, or .venv/bin/pytest benchmarks/bench_engine.py --benchmark-only -s
 """
@@ -115,8 +115,8 @@ def fixed_and_per_seed(t1: float, t5: float) -> tuple[float, float]:
 @pytest.mark.parametrize("algo", list(MODULES))
 def test_packing_gain(benchmark, algo: str) -> None:
     """S = 5 against S = 1 and against the pre-engine file, measured in interleaved blocks of one run; eager, and
-    compiled unless O2O_BENCH_COMPILE=0. The packing target is checked on the better mode of each S (a packed run
-    would be launched in its faster mode, and so would a single seed)."""
+    compiled unless O2O_BENCH_COMPILE=0 (printed beside them). The targets are checked in eager mode, the engine's
+    default on a CPU."""
     steps = {"S=1": engine_step(algo, 1), "S=5": engine_step(algo, 5)}
     if COMPILE:
         steps.update({"S=1 compiled": engine_step(algo, 1, compile=True),
@@ -150,7 +150,6 @@ def test_packing_gain(benchmark, algo: str) -> None:
                                 shared_ms=fixed * 1e3, per_seed_ms=per_seed * 1e3)
     benchmark.pedantic(lambda: None, rounds=1)  # the numbers are above; this registers the row
     if DEVICE.type == "cpu":
-        assert best_gain >= PACK_TARGET, (f"{algo}: S=5 gives {best_gain:.2f}x the seed-updates/s of S=1 "
-                                          f"(target {PACK_TARGET})")
+        assert gain >= PACK_TARGET, f"{algo}: S=5 gives {gain:.2f}x the seed-updates/s of S=1 (target {PACK_TARGET})"
     if "pre-engine" in med:
         assert med["S=1"] >= med["pre-engine"] * (1 - NOISE), f"{algo}: single-seed update slower than pre-engine"
