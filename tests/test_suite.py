@@ -15,7 +15,10 @@ import pytest
 import yaml
 
 from o2o import suite as S
-from o2o.records import RunRecorder, is_finished, read_summary
+from o2o.records import LOCK_FILE, RunRecorder, is_finished, read_summary
+from o2o.suite import plan as suite_plan
+from o2o.suite import reporting
+from o2o.suite import spec as suite_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = Path(__file__).with_name("fake_algo.py")
@@ -91,7 +94,7 @@ def test_schema_errors_name_the_file_and_key(tmp_path: Path, body: dict | str, k
         S.load_suite(path)
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg.startswith(S._display_path(path) + ": "), msg
+    assert msg.startswith(S.display_path(path) + ": "), msg
     assert key in msg, msg
     assert words in msg, msg
 
@@ -251,7 +254,7 @@ def test_stale_and_busy_runs_are_planned(tmp_path: Path) -> None:
     (Path(run.out) / S.RUN_FILE).write_text(json.dumps({"spec": {**run.spec(), "args": {"tag": "y"}}}))
     plan = S.plan_run(run)
     assert plan.action == "rerun" and "args" in plan.reason
-    with open(Path(run.out) / S.LOCK_FILE, "w") as f:
+    with open(Path(run.out) / LOCK_FILE, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         assert S.plan_run(run).action == "busy"
     assert S.plan_run(run).action == "rerun"
@@ -279,9 +282,9 @@ def test_killed_runner_loses_no_finished_run(tmp_path: Path) -> None:
         if runner.poll() is None:
             runner.kill()
     deadline = time.time() + 15  # the orphaned run dies with its runner and releases its lock
-    while S._locked(dirs[1]) and time.time() < deadline:
+    while suite_plan._locked(dirs[1]) and time.time() < deadline:
         time.sleep(0.1)
-    assert not S._locked(dirs[1])
+    assert not suite_plan._locked(dirs[1])
     assert not is_finished(dirs[1])
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -298,7 +301,7 @@ def test_collect_and_reproduce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
     path = write_suite(tmp_path, with_(seeds=[0, 1], published="corl_*"))
     runs = tmp_path / "res" / "runs"
-    monkeypatch.setattr(S, "report_command", lambda: [sys.executable, str(FAKE_REPORT)])
+    monkeypatch.setattr(reporting, "report_command", lambda: [sys.executable, str(FAKE_REPORT)])
     assert S.main(["reproduce", str(path), "--out", str(runs), "--workers", "2", "--no-prepare"]) == 0
     out = capsys.readouterr().out
     table = pd.read_parquet(tmp_path / "res" / "runs.parquet")
@@ -308,7 +311,7 @@ def test_collect_and_reproduce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert args == {"runs": str(runs), "out": str(tmp_path / "res"), "published": "corl_*", "suite": "mysuite"}
     assert "table.md" in out and "figure.png" in out
     monkeypatch.undo()
-    monkeypatch.setattr(S, "REPORT_MODULE", "analysis.no_such_report_module")
+    monkeypatch.setattr(reporting, "REPORT_MODULE", "analysis.no_such_report_module")
     assert S.main(["reproduce", str(path), "--out", str(runs), "--no-prepare"]) == 0
     assert "not available yet" in capsys.readouterr().out
 
@@ -380,7 +383,7 @@ def test_prepare_keeps_a_custom_size_local_dataset(tmp_path: Path, monkeypatch: 
 
 def test_run_directory_of_a_dataset_stays_inside_the_runs_directory(tmp_path: Path) -> None:
     """Dataset names become one directory name (the same rule as the algorithm files' default --out)."""
-    assert S._safe("local:hopper-medium") == "local_hopper-medium" and S._safe("..") == "__"
+    assert suite_spec._safe("local:hopper-medium") == "local_hopper-medium" and suite_spec._safe("..") == "__"
 
 
 # ------------------------------------------------------------------------------------------------ seed packing
