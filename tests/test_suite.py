@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,42 @@ def test_schema_errors_name_the_file_and_key(tmp_path: Path, body: dict | str, k
     assert msg.startswith(S.display_path(path) + ": "), msg
     assert key in msg, msg
     assert words in msg, msg
+
+
+WRONG_TYPES = {"name": "a b", "description": 3, "budget": 1, "seeds": "0,1", "min_seeds": "5",
+               "datasets": "hopper-medium-v2", "args": [1], "published": 3, "compare_args": "x", "algorithms": ["a"]}
+WRONG_ENTRY_TYPES = {"file": 3, "args": [1], "datasets": "hopper-medium-v2", "seeds": "0,1"}
+
+
+@pytest.mark.parametrize("key", [*(f"top.{k}" for k in WRONG_TYPES), *(f"entry.{k}" for k in WRONG_ENTRY_TYPES)])
+def test_each_key_of_the_typed_schema_refuses_a_wrong_type_in_one_line(tmp_path: Path, key: str,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every key the schema declares (SuiteFile, AlgorithmFile) checks its value's type: `validate` prints one line
+    naming the file and the key, and exits 1."""
+    assert set(WRONG_TYPES) == {f.name for f in fields(S.SuiteFile)}  # the table covers the whole schema
+    assert set(WRONG_ENTRY_TYPES) == {f.name for f in fields(S.AlgorithmFile)}
+    level, name = key.split(".")
+    body = with_(**{name: WRONG_TYPES[name]}) if level == "top" else algo(**{name: WRONG_ENTRY_TYPES[name]})
+    path = write_suite(tmp_path, body)
+    assert S.main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    where = name if level == "top" else f"algorithms.a.{name}"
+    assert len(err) == 1 and err[0].startswith(f"error: {S.display_path(path)}: {where}: "), err
+
+
+def test_the_typed_schema_normalises_a_suite_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """parse_suite_file gives typed values: a seed count as a tuple, `{a,b}` expanded, a bare path as an entry; an
+    unknown key names the allowed ones (the schema's fields, in order)."""
+    body = {"seeds": 2, "datasets": ["{hopper,walker2d}-medium-v2"], "algorithms": {"a": str(FAKE)}}
+    raw = suite_spec.parse_suite_file(body, tmp_path / "s.yaml")
+    assert raw == S.SuiteFile(seeds=(0, 1), datasets=("hopper-medium-v2", "walker2d-medium-v2"),
+                              algorithms={"a": S.AlgorithmFile(file=str(FAKE))})
+    assert (raw.budget, raw.min_seeds, raw.args, raw.published) == ("full", 1, {}, None)
+    path = write_suite(tmp_path, with_(datasetz=["x"]))
+    assert S.main(["validate", str(path)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {S.display_path(path)}: datasetz: unknown key; allowed: name, description, budget, seeds, "
+        "min_seeds, datasets, args, published, compare_args, algorithms")
 
 
 def test_valid_suite_expands_seeds_braces_shorthand_and_budget_args(tmp_path: Path) -> None:
@@ -314,6 +351,24 @@ def test_collect_and_reproduce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(reporting, "REPORT_MODULE", "analysis.no_such_report_module")
     assert S.main(["reproduce", str(path), "--out", str(runs), "--no-prepare"]) == 0
     assert "not available yet" in capsys.readouterr().out
+
+
+def test_sweep_progress_is_a_tqdm_bar_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep draws one tqdm bar over its runs on stderr (done/failed/skipped counts beside it) while the run lines
+    stay on stdout; stderr is no terminal here, so the bar is drawn at its start and end only, not every tick."""
+    body = with_(seeds=[0, 1], algorithms={"a": {"file": str(FAKE), "args": {"sleep": 0.25}}})
+    s = S.load_suite(write_suite(tmp_path, body))
+    assert S.run_suite(s, out=tmp_path / "runs", prepare=False).ok
+    out, err = capsys.readouterr()
+    assert "finished  a/local:hopper-medium/seed0" in out and "[mysuite] 2/2 done" in out
+    draws = [d for d in err.replace("\n", "\r").split("\r") if d.strip()]
+    assert 2 <= len(draws) <= 3, draws  # no redraw per tick (the sweep lasts several 0.2 s ticks)
+    assert draws[0].startswith("mysuite:") and "0/2" in draws[0]
+    assert "2/2" in draws[-1] and "done=2, failed=0, skipped=0" in draws[-1] and "s/run" in draws[-1]
+    assert "mysuite:" not in out and "%|" not in out  # no bar on stdout
+    assert S.run_suite(s, out=tmp_path / "runs", prepare=False).ok  # again: every run skipped
+    last = capsys.readouterr().err.strip().split("\r")[-1]
+    assert "2/2" in last and "done=0, failed=0, skipped=2" in last
 
 
 @pytest.mark.ray
