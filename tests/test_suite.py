@@ -17,6 +17,7 @@ import yaml
 
 from o2o import suite as S
 from o2o.records import LOCK_FILE, RunRecorder, is_finished, read_summary
+from o2o.suite import fields as suite_fields
 from o2o.suite import plan as suite_plan
 from o2o.suite import reporting
 from o2o.suite import spec as suite_spec
@@ -174,6 +175,35 @@ def test_args_checked_against_the_algorithm_fields(tmp_path: Path) -> None:
     s = S.load_suite(write_suite(tmp_path, algo(args={"die_at": 2, "dye_at": 2})))
     problems = S.unknown_args(s)
     assert len(problems) == 1 and "algorithms.a.args.dye_at" in problems[0]
+
+
+def test_config_fields_are_cached_until_a_source_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fields read from an algorithm file are kept in the cache file: a later command reads them without starting a
+    subprocess, until the file or a module its import loaded (here its config's module) changes; a corrupt cache
+    file is read around."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(suite_fields.subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
+    helper = tmp_path / "mycfg.py"
+    helper.write_text("from dataclasses import dataclass\n\nfrom o2o.cli import RunConfig\n\n\n@dataclass\n"
+                      "class MyConfig(RunConfig):\n    alpha: float = 1.0\n")
+    file = tmp_path / "mine.py"
+    file.write_text("import sys\nfrom pathlib import Path\n\nsys.path.insert(0, str(Path(__file__).parent))\n"
+                    "from mycfg import MyConfig  # noqa: E402\n")
+
+    def fields_of_a_new_command() -> set[str] | None:
+        monkeypatch.setattr(suite_fields, "_FIELDS_CACHE", {})  # a new process: nothing in memory
+        return suite_fields.config_fields(file)
+
+    assert "alpha" in fields_of_a_new_command() and len(calls) == 1
+    assert suite_fields.cache_file().is_file()
+    assert "alpha" in fields_of_a_new_command() and len(calls) == 1  # from the cache file
+    helper.write_text(helper.read_text() + "    beta: int = 2\n")
+    assert {"alpha", "beta"} <= fields_of_a_new_command() and len(calls) == 2
+    assert "beta" in fields_of_a_new_command() and len(calls) == 2
+    suite_fields.cache_file().write_text("{not json")
+    assert "beta" in fields_of_a_new_command() and len(calls) == 3
 
 
 @pytest.mark.parametrize("name", ["offline", "o2o", "famo2o", "local", "quickstart", "minari"])
