@@ -79,12 +79,9 @@ class Progress:
 
     def postfix(self) -> str:
         """`done=3, failed=1, skipped=2` (with `running=` and `busy=` when there are any)."""
-        parts = [f"done={self.done}", f"failed={self.failed}", f"skipped={self.skipped}"]
-        if self.running:
-            parts.append(f"running={self.running}")
-        if self.busy:
-            parts.append(f"busy={self.busy}")
-        return ", ".join(parts)
+        counts = {"done": self.done, "failed": self.failed, "skipped": self.skipped, "running": self.running,
+                  "busy": self.busy}
+        return ", ".join(f"{k}={n}" for k, n in counts.items() if n or k in ("done", "failed", "skipped"))
 
     def write(self, line: str) -> None:
         """One line on the stream, written around the bar when both are on a terminal."""
