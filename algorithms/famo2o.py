@@ -140,11 +140,11 @@ class FamO2OConfig(LoopConfig):
     temp_lr: float = 3e-4  # Adam lr of the balance model's temperature α (official hierarchical_temp_lr)
     temp_init: float = 1.0  # initial α (official hierarchical_init_temperature)
     target_entropy: float = -0.5  # of the balance model's u ∈ (−1, 1)
-    discount: float = 0.99  # γ
+    discount: float = 0.99  # discount γ of the Q target (official discount)
     tau: float = 0.005  # Polyak rate of the target Q
     expectile: float = 0.7  # IQL's expectile (AntMaze 0.9)
     beta_lo: float = 1.0  # lower end of the balance-coefficient range (AntMaze [8, 14])
-    beta_hi: float = 5.0  # upper end of the range
+    beta_hi: float = 5.0  # upper end of the balance-coefficient range
     exp_adv_max: float = 100.0  # clip of the advantage weights
     # paper: min(exp(β_i·A_i), 100) per sample; official: the JAX code's broadcast, mean_i min(exp(β_i·A_j), 100) for
     # sample j (jax_iql/family_actor.py: (q − v) has shape (B,), β (B, 1))
@@ -152,7 +152,7 @@ class FamO2OConfig(LoopConfig):
     enc_n: float = 10000.0  # β encoding: n of the divisors n^(2i/d)
     enc_d: int = 6  # β encoding: its (even) dimension d
     policy_log_std_min: float = -5.0  # universal model's log-std clip (official [−5, 2])
-    policy_log_std_max: float = 2.0  # its upper end
+    policy_log_std_max: float = 2.0  # upper clip of the universal model's log-std (official 2)
     # rewards (o2o.transforms); auto: the domain's (locomotion scaling, AntMaze r − 1, else none)
     reward_kind: Literal["auto"] | RewardKind = "auto"
     normalize_states: bool = False  # the official code feeds raw states; true = z-score with dataset statistics
@@ -374,7 +374,10 @@ class FamO2O:
         alpha_all = self.log_alpha.exp()[:, :1]  # (S, 1); exp of the padded vector
         loss, entropy, beta = balance_model_loss(self.balance, self.policy, q_fn, obs, alpha_all.detach(), self.rng)
         _step(self.balance_opt, loss, list(self.balance.parameters()))
-        _step(self.alpha_opt, temperature_loss(alpha_all[:, 0], entropy, self.cfg.target_entropy), [self.log_alpha])
+        # α again from log α (unchanged so far): the temperature loss gets a graph of its own, so that a compiled
+        # update (one autograd node per region between graph breaks) never backpropagates through a node twice
+        alpha = self.log_alpha.exp()[:, 0]
+        _step(self.alpha_opt, temperature_loss(alpha, entropy, self.cfg.target_entropy), [self.log_alpha])
         return {"balance_loss": loss.detach(), "balance_entropy": entropy.detach(), "alpha": alpha_all.detach()[:, 0],
                 "beta_balance": mean_per_member(beta.detach())}
 

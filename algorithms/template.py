@@ -57,7 +57,7 @@ class BCConfig(LoopConfig):
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps offline (CORL max_timesteps); --budget scales it
     actor_lr: float = 3e-4  # Adam learning rate of the actor (CORL learning_rate)
     hidden_dim: int = 256  # width of the actor's hidden layers (CORL 256)
-    n_hidden: int = 2  # hidden layers (CORL 2)
+    n_hidden: int = 2  # hidden layers of the actor (CORL 2)
     expl_noise: float = 0.1  # online exploration: N(0, (expl_noise · max_action)²) added to the action (TD3's 0.1)
     normalize_states: bool = True  # z-score observations with the dataset's statistics (CORL normalize)
 

@@ -27,7 +27,7 @@ method runs:
    not depend on real-environment returns), or by the official rule (`--selection official`: top-3 by AM-Q, then
    the best *real-environment* score; that uses online evaluations, and summary.json's extra says so). The online
    critic starts from the offline V (output scaled to the online reward scale), observations keep the offline
-   normalisation, and PPO is `baselines.ppo.run_ppo` with the official ppo_finetune settings per family (PRESETS;
+   normalisation, and PPO is `baselines.ppo.run_ppo` with the official ppo_finetune settings per family (presets;
    AntMaze and Kitchen have no official online script: main.py's defaults, AntMaze rewards × 0.1 on top of 10r − 5).
 
 Seeds packed (`--seeds 0,1,2`, one run directory `<out>/seed<N>/` per seed, as the engine's o2o.loop.run_dirs):
@@ -48,7 +48,7 @@ Differences from the official code, on purpose (each is also noted where it happ
   stopping; the full budget's bound, 2M, is about 500 epochs of a 1M-transition dataset).
 - The online actor keeps the offline distribution; ppo_finetune/net.py applies tanh twice to the log-std of the
   loaded policy, which changes its σ at the hand-over. The official `dynamic` reward scaling path cannot run
-  (`reward_normalize` returns None), so presets use fixed reward scales (see PRESETS).
+  (`reward_normalize` returns None), so presets use fixed reward scales (configs/uni_o4/official/).
 
 Measured (results/uni_o4/README.md, reduced CPU budgets): on a generated halfcheetah-medium dataset the improvement
 lifts every BC member (3 seeds, +5.5 to +6.0 normalized); on hopper it lowered them, and there the critic does not
@@ -77,10 +77,11 @@ import re
 import shutil
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -90,8 +91,9 @@ if __package__ in (None, ""):  # `python algorithms/uni_o4.py` from the reposito
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from baselines.ppo import PPOAgent, PPOConfig, gaussian_log_prob, pad_rows, ppo_loss, run_ppo  # noqa: E402
-from o2o.cli import RunConfig, dataset_spec, parse_config, steps  # noqa: E402
-from o2o.data import Dataset, load_dataset  # noqa: E402
+from o2o.cli import RunConfig, configure, dataset_spec, field_types, steps  # noqa: E402
+from o2o.data import load_dataset  # noqa: E402
+from o2o.dataset import Dataset  # noqa: E402
 from o2o.loop import run_dirs  # noqa: E402
 from o2o.nets import (  # noqa: E402
     BoundedGaussianActor,
@@ -105,6 +107,7 @@ from o2o.nets import (  # noqa: E402
     soft_update,
     split_members,
 )
+from o2o.presets import Source, layered_preset  # noqa: E402
 from o2o.records import RunRecorder, atomic_save, atomic_write  # noqa: E402
 from o2o.registry import DatasetSpec  # noqa: E402
 from o2o.rng import MemberRNG, member_generators  # noqa: E402
@@ -118,7 +121,13 @@ from o2o.training import (  # noqa: E402
     run_recorded,
     save_pack,
 )
-from o2o.transforms import ObsNormalizer, RewardTransform, clip_actions, reward_transform  # noqa: E402
+from o2o.transforms import (  # noqa: E402
+    ObsNormalizer,
+    RewardKind,
+    RewardTransform,
+    clip_actions,
+    reward_transform,
+)
 
 ALGORITHM = "uni_o4"
 CACHE_VERSION = 2  # bump when a stage's computation changes, so that old cached artefacts are not reused
@@ -127,175 +136,117 @@ ADV_EPS = 1e-10  # utils.py CONST_EPS in the advantage normalisation
 
 
 # ======================================================================================================================
-# Config and presets
+# Config and presets (configs/uni_o4/<source>/: README, "Presets")
 # ======================================================================================================================
+ValueMethod = Literal["iql", "mc_sarsa"]
+BCDisagreement = Literal["working", "official", "none"]
+FinalPolicy = Literal["last", "best"]
+Selection = Literal["ope", "official"]
+Gate = Literal["amq", "never"]
+CriticInit = Literal["offline_v", "mc"]
+Activation = Literal["relu", "tanh"]
+
+
 @dataclass
 class UniO4Config(RunConfig):
-    """Uni-O4 hyperparameters. Defaults: the official main.py defaults and its locomotion scripts (PRESETS)."""
+    """Uni-O4 hyperparameters. Defaults: the official main.py defaults and its locomotion scripts; per domain, family
+    and dataset the official scripts' values come from configs/uni_o4/official/ (`--preset official`)."""
 
     seeds: tuple[int, ...] = ()  # train these seeds in one process, each in <out>/seed<N>/ (empty: --seed alone)
+    # configs/uni_o4/<preset>/{<domain>,<family>,<dataset>}.yaml merged in that order (official: Lei-Kun/Uni-O4 scripts)
+    preset: Source = "official"
 
     # ---- data (buffer.py)
-    state_norm: bool = True  # z-score states with dataset mean/std (official --is_state_norm; scripts set it)
+    normalize_states: bool = True  # z-score states with the dataset's mean/std (official --is_state_norm)
     obs_norm_eps: float = 1e-3  # added to the std (official 1e-10; 1e-3 keeps constant dims finite online)
-    reward_kind: str = "none"  # o2o.transforms kind: none | unio4_antmaze (10 r − 5, buffer.py for antmaze)
+    reward_kind: RewardKind = "none"  # o2o.transforms reward transform (AntMaze: unio4_antmaze, 10 r − 5 as buffer.py)
     clip_actions: bool = False  # clip dataset actions to ±(1 − 1e-5) (official --is_clip_action, Adroit)
     bc_positive_return_only: bool = False  # BC on transitions with MC return > 0 only (official is_filter_bc, AntMaze)
-    bootstrap_timeouts: bool = True  # False = official not_done = 1 − (terminal or timeout)
-    gamma: float = 0.99  # transition_model configs: gamma
+    bootstrap_timeouts: bool = True  # bootstrap time-limit truncations (false: official, a timeout ends the trace)
+    discount: float = 0.99  # γ of the critic, the MC returns and online GAE (official gamma)
     # ---- 1. value learning (critic.py IQL_Q_V / ValueLearner + QSarsaLearner)
-    value_method: str = "iql"  # iql | mc_sarsa
-    critic_steps: int = steps(2_000_000, 100)  # --v_steps (= --q_bc_steps) 2e6
-    critic_batch: int = 512  # --v_batch_size, --q_batch_size
-    q_lr: float = 1e-4
-    v_lr: float = 1e-4
-    q_hidden: int = 1024  # --q_hidden_dim
-    q_depth: int = 2  # --q_depth: hidden layers
-    v_hidden: int = 512  # --v_hidden_dim
-    v_depth: int = 3  # --v_depth
+    value_method: ValueMethod = "iql"  # iql: expectile V + twin Q (official --is_iql); mc_sarsa: MC V + SARSA Q
+    critic_steps: int = steps(2_000_000, 100)  # gradient steps of the critic stage (official --v_steps = --q_bc_steps)
+    critic_batch: int = 512  # critic batch size (official --v_batch_size, --q_batch_size)
+    critic_lr: float = 1e-4  # Adam lr of the twin Q (official --q_lr)
+    value_lr: float = 1e-4  # Adam lr of V (official --v_lr)
+    q_hidden: int = 1024  # width of Q's hidden layers (official --q_hidden_dim)
+    q_depth: int = 2  # hidden layers of Q (official --q_depth)
+    v_hidden: int = 512  # width of V's hidden layers (official --v_hidden_dim)
+    v_depth: int = 3  # hidden layers of V (official --v_depth)
     omega: float = 0.7  # expectile of V (IQL path); weight of positive advantages on the MC path (official --omega)
-    tau: float = 0.005  # Polyak rate of the target Q
-    target_every: int = 2  # --target_update_freq
-    critic_from: str = ""  # an IQL run's checkpoint.pt (baselines/iql.py, same widths): its twin Q and V replace
-    #                        this stage (hypothesis H1 of results/uni_o4/README.md); empty = train the critic
+    tau: float = 0.005  # Polyak rate of the target Q (official --tau)
+    target_every: int = 2  # critic steps between target updates (official --target_update_freq)
+    # an IQL run's checkpoint.pt (baselines/iql.py, same widths) whose twin Q and V replace the critic stage (hypothesis
+    # H1 of results/uni_o4/README.md; `{seed}` in the path is each seed's); empty = train the critic
+    critic_from: str = ""
     # ---- 2. ensemble BC (BC_ensemble.py)
-    n_policies: int = 4  # --num_policies
-    bc_steps: int = steps(400_000, 100)  # --bc_steps
-    bc_batch: int = 512
-    bc_lr: float = 1e-4
-    pi_hidden: int = 256  # --bc_hidden_dim (hm/wm scripts sweep 256 and 512)
-    pi_depth: int = 3  # --bc_depth
-    pi_activation: str = "relu"  # --pi_activation_f (halfcheetah scripts: tanh)
-    bc_alpha: float = 0.1  # --alpha_bc
-    bc_disagreement: str = "working"  # working | official | none (see bc_loss)
+    n_policies: int = 4  # members of the BC / policy ensemble (official --num_policies)
+    bc_steps: int = steps(400_000, 100)  # gradient steps of ensemble BC (official --bc_steps)
+    bc_batch: int = 512  # BC batch size (official --bc_batch_size)
+    bc_lr: float = 1e-4  # Adam lr of the BC ensemble (official --bc_lr)
+    pi_hidden: int = 256  # width of the policies' hidden layers (official --bc_hidden_dim; hm/wm scripts sweep 512)
+    pi_depth: int = 3  # hidden layers of the policies (official --bc_depth)
+    pi_activation: Activation = "relu"  # the policies' hidden activation (official --pi_activation_f; halfcheetah tanh)
+    bc_alpha: float = 0.1  # weight α of the disagreement term (official --alpha_bc)
+    bc_disagreement: BCDisagreement = "working"  # disagreement penalty: working | official (no gradient) | none
     bc_kl_cap: float = 1.0  # 'working': the penalty saturates at this KL (nats) so σ cannot be inflated without bound
     # ---- 3. dynamics ensemble (transition_model/, configs/*/default.py)
-    dyn_members: int = 7
-    dyn_elites: int = 5
-    dyn_hidden: tuple[int, ...] = (200, 200, 200, 200)
+    dyn_members: int = 7  # members of the dynamics ensemble (official n_ensemble)
+    dyn_elites: int = 5  # elite members the rollouts draw from (official n_elites)
+    dyn_hidden: tuple[int, ...] = (200, 200, 200, 200)  # hidden widths of the dynamics model (dynamics_hidden_dims)
+    # weight decay of each dynamics layer, one more entry than dyn_hidden (official dynamics_weight_decay)
     dyn_weight_decay: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
-    dyn_lr: float = 1e-3
-    dyn_batch: int = 256
-    dyn_holdout_ratio: float = 0.2
-    dyn_holdout_max: int = 1000
+    dyn_lr: float = 1e-3  # Adam lr of the dynamics model (official dynamics_lr)
+    dyn_batch: int = 256  # dynamics batch size (official EnsembleDynamics.train batch_size)
+    dyn_holdout_ratio: float = 0.2  # share of transitions held out for early stopping (official holdout_ratio)
+    dyn_holdout_max: int = 1000  # at most this many held-out transitions (official: min(20%, 1000))
     dyn_patience: int = 5  # epochs without a >1% holdout improvement of any member (max_epochs_since_update)
-    dyn_max_epochs: int = steps(1000, 2)  # official: unbounded (None)
+    dyn_max_epochs: int = steps(1000, 2)  # dynamics epochs at most (official dynamics_max_epochs None: unbounded)
     dyn_max_updates: int = steps(2_000_000, 300)  # gradient steps at most (official: none; early stopping ends it)
-    dyn_logvar_coef: float = 0.01
+    dyn_logvar_coef: float = 0.01  # weight of the dynamics loss's log-variance bound term (official logvar_loss_coef)
     # ---- 4. multi-step improvement (abppo.py, main.py)
-    improve_steps: int = steps(10_000, 100)  # --bppo_steps
-    improve_batch: int = 512  # --bppo_batch_size
-    improve_lr: float = 1e-4  # --bppo_lr, decays linearly to 0 (--is_linear_decay)
-    clip_ratio: float = 0.25  # --clip_ratio
+    improve_steps: int = steps(10_000, 100)  # PPO-clip steps on the dataset (official --bppo_steps)
+    improve_batch: int = 512  # improvement batch size (official --bppo_batch_size)
+    improve_lr: float = 1e-4  # improvement Adam lr, decays linearly to 0 (official --bppo_lr, --is_linear_decay)
+    clip_ratio: float = 0.25  # PPO clip ε of the improvement (official --clip_ratio)
     clip_decay_steps: int = 200  # ε decays linearly only for the first 200 steps, then stays (main.py)
-    entropy_weight: float = 0.0  # --entropy_weight
+    entropy_weight: float = 0.0  # entropy bonus of the improvement loss (official --entropy_weight)
     q_action_clip: bool = False  # advantage at clip(a, ±1), the action the env executes (official: at the raw sample)
-    grad_clip: float = 0.5  # per member
-    ope_every: int = 100  # --eval_step: AM-Q query interval (steps)
-    ope_horizon: int = steps(1000, 10)  # --rollout_step
-    ope_batch: int = 512  # rollout_batch_size
-    gate: str = "amq"  # amq: a member replaces π_k when its AM-Q beats its best (official) | never (control, H3)
-    final_policy: str = "last"  # last (official: the current π after the last step) | best (π_k, best AM-Q)
+    grad_clip: float = 0.5  # gradient-norm clip of the improvement, per member (official)
+    ope_every: int = 100  # improvement steps between AM-Q queries (official --eval_step)
+    ope_horizon: int = steps(1000, 10)  # AM-Q rollout length in the learned model (official --rollout_step)
+    ope_batch: int = 512  # AM-Q start states (official rollout_batch_size)
+    gate: Gate = "amq"  # amq: a member replaces π_k when its AM-Q beats its best (official) | never (control, H3)
+    final_policy: FinalPolicy = "last"  # last (official: the current π after the last step) | best (π_k, best AM-Q)
     offline_eval_every: int = 0  # improvement steps between env evaluations of every member (0: at the end only)
     # ---- 5. selection and online phase (ppo_finetune/)
-    selection: str = "ope"  # ope (AM-Q only) | official (top-k by AM-Q, then best env score: uses online evals)
-    selection_top_k: int = 3  # evaluate_budget of ppo_finetune/ppo.py load_pi_value
-    online_steps: int = steps(1_000_000, 4096)  # env steps (paper: 1M); 0 = offline only
-    online_eval_every: int = steps(20_000, 2048)  # --evaluate_freq 2e4
-    online_rollout: int = 2048  # --batch_size
-    online_minibatch: int = 128  # --mini_batch_size (Adroit scripts 256)
-    online_epochs: int = 30  # --K_epochs
-    online_actor_lr: float = 2e-5  # --lr_a
-    online_critic_lr: float = 2e-4  # --lr_c
-    online_clip: float = 0.05  # --epsilon (also the value clip, --is_clip_value)
-    online_ent_coef: float = 0.01  # --entropy_coef
-    online_gae_lambda: float = 0.95  # --lamda
+    selection: Selection = "ope"  # ope (AM-Q only) | official (top-k by AM-Q, then best env score: uses online evals)
+    selection_top_k: int = 3  # members by AM-Q that 'official' selection evaluates (ppo_finetune evaluate_budget)
+    online_steps: int = steps(1_000_000, 4096)  # env steps of online PPO (paper: 1M); 0 = offline only
+    online_eval_every: int = steps(20_000, 2048)  # env steps between online evaluations (official --evaluate_freq)
+    online_rollout: int = 2048  # env steps per PPO update (official --batch_size)
+    online_minibatch: int = 128  # PPO minibatch size (official --mini_batch_size; Adroit scripts 256)
+    online_epochs: int = 30  # PPO epochs per update (official --K_epochs)
+    online_actor_lr: float = 2e-5  # online actor Adam lr, decays linearly (official --lr_a)
+    online_critic_lr: float = 2e-4  # online V Adam lr, decays linearly (official --lr_c)
+    online_clip: float = 0.05  # PPO ratio clip, also the value clip (official --epsilon, --is_clip_value)
+    online_ent_coef: float = 0.01  # PPO entropy bonus (official --entropy_coef)
+    online_gae_lambda: float = 0.95  # GAE λ (official --lamda)
     online_reward_scale: float = 1.0  # online rewards (after reward_kind) × this; 0.1 = official 'number' strategy
-    online_critic_init: str = "offline_v"  # offline_v (× online_reward_scale) | mc (refit V on MC returns, official
-    #                                        'number'/'dynamic' strategies: 1e6 steps, lr 1e-4, batch 512)
-    online_mc_steps: int = steps(1_000_000, 100)
+    # offline_v: the offline V, output × online_reward_scale; mc: V refit on MC returns (official 'number'/'dynamic'
+    # strategies: online_mc_steps steps, lr 1e-4, batch 512)
+    online_critic_init: CriticInit = "offline_v"
+    online_mc_steps: int = steps(1_000_000, 100)  # gradient steps of the 'mc' refit of the online V
     # ---- run plumbing
-    cache: bool = True  # reuse stage artefacts of <out>/cache whose key matches (see stage_keys)
+    cache: bool = True  # reuse stage artefacts of <seed dir>/cache whose key matches (see stage_keys)
     threads: int = 1  # torch.set_num_threads (0 = torch's default)
 
+    RENAMED: ClassVar[dict[str, str]] = {"state_norm": "normalize_states", "gamma": "discount", "q_lr": "critic_lr",
+                                         "v_lr": "value_lr"}
 
-# Per-domain presets, then per-dataset overrides, each with its source in Lei-Kun/Uni-O4. Where a script sweeps a
-# value the choice is named. Flags given on the command line override all of this.
-PRESETS: dict[str, dict[str, Any]] = {
-    # main.py defaults, transition_model/configs/gym/default.py, scripts/mujoco_loco/*.sh (is_state_norm, is_iql),
-    # ppo_finetune/main.py defaults. Online: 1M env steps (the paper's fine-tuning budget).
-    "locomotion": dict(state_norm=True, value_method="iql", reward_kind="none"),
-    # scripts/antmaze/*.sh: v/q 256×3 (q_depth 3), omega 0.9, is_filter_bc, is_iql, no state norm, eval_episode 30,
-    # bppo_lr swept {1e-5, 3e-5, 5e-5} (u.sh: 3e-5 fixed) -> 3e-5; alpha_bc swept {0, 0.1} -> 0.1; rollout_step
-    # per maze below. Dynamics: configs/antmaze/default.py (4×400, lr 3e-4). No official online script: we use the
-    # ppo_finetune/main.py defaults with online_reward_scale 0.1 (our choice: keeps V of the 10r − 5 rewards near
-    # the scale the 0.05 value clip was tuned for, like the hopper scripts' 'number' strategy).
-    "antmaze": dict(state_norm=False, value_method="iql", reward_kind="unio4_antmaze", bc_positive_return_only=True,
-                    q_hidden=256, q_depth=3, v_hidden=256, v_depth=3, omega=0.9, improve_lr=3e-5,
-                    dyn_hidden=(400, 400, 400, 400), dyn_lr=3e-4, eval_episodes=30, online_reward_scale=0.1),
-    # scripts/adroit/*.sh: is_iql, is_clip_action, bppo_lr 1e-5, clip 0.25, eval_step 100; dynamics configs/adroit
-    # (4×400, lr 3e-4, patience 10; *-human: pen_human_args, patience 20). ppo_finetune/scripts/adroit: minibatch
-    # 256, K_epochs swept {8, 10, 12} -> 10, lr_a swept {4e-6, 8e-6, 1e-5} -> 1e-5 (pen: {2e-6, 3e-6, 6e-6} -> 3e-6).
-    "adroit": dict(state_norm=False, value_method="iql", reward_kind="none", clip_actions=True, improve_lr=1e-5,
-                   dyn_hidden=(400, 400, 400, 400), dyn_lr=3e-4, dyn_patience=10, online_minibatch=256,
-                   online_epochs=10, online_actor_lr=1e-5),
-    # scripts/kitchen/*.sh: is_iql, bppo_steps 1000, bc 256×3; dynamics: pen_human_args (4×400, lr 3e-4, patience 20).
-    # No official online script: ppo_finetune/main.py defaults, rewards unscaled (our choice: kitchen rewards are
-    # already 0..4 per step).
-    "kitchen": dict(state_norm=False, value_method="iql", reward_kind="none", improve_steps=1000,
-                    dyn_hidden=(400, 400, 400, 400), dyn_lr=3e-4, dyn_patience=20),
-}
-# Online settings per locomotion family (ppo_finetune/scripts/mujoco_loco), so that local: and bring-your-own
-# datasets of a family get them too: hm.sh/hmr.sh lr_a swept {1e-5, 2e-5} -> 2e-5, K_epochs swept {5, 10} -> 10,
-# scale_strategy 'number' (rewards × 0.1); wm/wme/wmr.sh lr_a swept {1e-5, 3e-5} -> 3e-5, K_epochs swept {20, 30}
-# -> 30, no reward scaling (they load the offline V as is); halfm.sh 3e-5 × 30 with 'dynamic' scaling, which cannot
-# run in the official code (see the module docstring) -> fixed 0.1 ('number', as halfmr.sh also sweeps).
-FAMILY_PRESETS: dict[str, dict[str, Any]] = {
-    "hopper": dict(online_actor_lr=2e-5, online_epochs=10, online_reward_scale=0.1),
-    "walker2d": dict(online_actor_lr=3e-5, online_epochs=30, online_reward_scale=1.0),
-    "halfcheetah": dict(online_actor_lr=3e-5, online_epochs=30, online_reward_scale=0.1),
-}
-DATASET_PRESETS: dict[str, dict[str, Any]] = {
-    # scripts/mujoco_loco: halfm.sh (tanh), halfmr.sh (no state norm, tanh), halfme.sh (no --is_iql: MC + SARSA).
-    # ppo_finetune/scripts/mujoco_loco: halfmr 3e-5 × 20 epochs, halfme 2e-5 × 10.
-    "halfcheetah-medium": dict(pi_activation="tanh"),
-    "halfcheetah-medium-replay": dict(state_norm=False, pi_activation="tanh", online_epochs=20),
-    "halfcheetah-medium-expert": dict(value_method="mc_sarsa", online_actor_lr=2e-5, online_epochs=10),
-    # hme.sh (its file runs hopper-medium-replay by mistake; the intended medium-expert run): no --is_iql, state norm;
-    # ppo_finetune hme.sh: lr_a swept {6e-6, 1e-6} -> 6e-6, 5 epochs, 'number'.
-    "hopper-medium-expert": dict(value_method="mc_sarsa", online_actor_lr=6e-6, online_epochs=5),
-    # wmr.sh: v/q steps 5e5.
-    "walker2d-medium-replay": dict(critic_steps=500_000),
-    # scripts/antmaze: rollout_step swept u {50, 70, 150} -> 70, up {50, 70, 100} -> 70, mp/md {100, 150, 200} -> 150,
-    # lp/ld {150, 200} -> 200.
-    "antmaze-umaze": dict(ope_horizon=70),
-    "antmaze-umaze-diverse": dict(ope_horizon=70),
-    "antmaze-medium-play": dict(ope_horizon=150),
-    "antmaze-medium-diverse": dict(ope_horizon=150),
-    "antmaze-large-play": dict(ope_horizon=200),
-    "antmaze-large-diverse": dict(ope_horizon=200),
-    # scripts/adroit: pen.sh v/q 1e6, bc 2e5; rollout_step swept, *-human {20..100} -> 50, *-cloned {5..50} -> 20;
-    # door.sh bppo_steps 5000; hammer*.sh tanh + state norm, relocate*.sh tanh. ppo_finetune pen*.sh lr_a 3e-6;
-    # hammer*.sh 'number'|'dynamic' -> × 0.1.
-    "pen-human": dict(critic_steps=1_000_000, bc_steps=200_000, ope_horizon=50, dyn_patience=20,
-                      online_actor_lr=3e-6),
-    "pen-cloned": dict(ope_horizon=20, online_actor_lr=3e-6),
-    "door-human": dict(improve_steps=5000, ope_horizon=50, dyn_patience=20),
-    "door-cloned": dict(ope_horizon=20),
-    "hammer-human": dict(state_norm=True, pi_activation="tanh", ope_horizon=50, dyn_patience=20,
-                         online_reward_scale=0.1),
-    "hammer-cloned": dict(state_norm=True, pi_activation="tanh", ope_horizon=20, online_reward_scale=0.1),
-    "relocate-human": dict(pi_activation="tanh", ope_horizon=50, dyn_patience=20),
-    "relocate-cloned": dict(pi_activation="tanh", ope_horizon=20),
-    # scripts/kitchen: kc.sh v/q 5e5, bc 1e5, rollout_step {5, 10, 20} -> 10, bppo_lr {5e-6, 1e-5, 3e-5} -> 1e-5;
-    # kp.sh / mix.sh v/q 1e6, bc 2e5, state norm, rollout_step {2, 4, 6, 8} -> 4, bppo_lr {1e-5, 3e-5} -> 1e-5;
-    # mix.sh alpha_bc 0.
-    "kitchen-complete": dict(critic_steps=500_000, bc_steps=100_000, ope_horizon=10, improve_lr=1e-5),
-    "kitchen-partial": dict(critic_steps=1_000_000, bc_steps=200_000, state_norm=True, ope_horizon=4,
-                            improve_lr=1e-5),
-    "kitchen-mixed": dict(critic_steps=1_000_000, bc_steps=200_000, state_norm=True, ope_horizon=4, improve_lr=1e-5,
-                          bc_alpha=0.0),
-}
+
+FALLBACK = ("official",)  # preset sources tried after --preset's (the paper's appendix values are not transcribed)
 
 
 def dataset_stem(name: str) -> str:
@@ -303,17 +254,16 @@ def dataset_stem(name: str) -> str:
     return re.sub(r"-v\d+$", "", name.split(":", 1)[-1])
 
 
-def presets(spec: DatasetSpec) -> dict[str, Any]:
-    """The domain preset, then the family's online settings, then the dataset's overrides."""
-    out = dict(PRESETS.get(spec.domain, {}))
-    out.update(FAMILY_PRESETS.get(spec.family, {}))
-    out.update(DATASET_PRESETS.get(dataset_stem(spec.name), {}))
-    return out
+def presets(cfg: UniO4Config, spec: DatasetSpec) -> dict[str, Any]:
+    """The preset in layers from configs/uni_o4/<--preset>/: `<domain>.yaml`, then the family's online settings
+    `<family>.yaml`, then the dataset's `<stem>.yaml` (the stem without prefix or version, so that local: datasets get
+    their D4RL counterpart's settings), each file naming the official script it transcribes."""
+    return layered_preset(ALGORITHM, (spec.domain, spec.family, dataset_stem(spec.name)), cfg.preset, FALLBACK,
+                          spec.name)
 
 
-CHOICES = {"value_method": ("iql", "mc_sarsa"), "bc_disagreement": ("working", "official", "none"),
-           "final_policy": ("last", "best"), "selection": ("ope", "official"), "gate": ("amq", "never"),
-           "online_critic_init": ("offline_v", "mc"), "pi_activation": ("relu", "tanh")}
+CHOICES = {name: typing.get_args(tp) for name, tp in field_types(UniO4Config).items()
+           if typing.get_origin(tp) is Literal}  # a config built in code is checked against the Literal types too
 
 
 def check_config(cfg: UniO4Config) -> None:
@@ -363,7 +313,7 @@ class OfflineData:
 
 def prepare_data(ds: Dataset, cfg: UniO4Config, device: torch.device) -> OfflineData:
     """State normalisation, reward transform, action clipping, SARSA next actions, MC returns, the BC subset."""
-    norm = ObsNormalizer.fit(ds, eps=cfg.obs_norm_eps) if cfg.state_norm else None
+    norm = ObsNormalizer.fit(ds, eps=cfg.obs_norm_eps) if cfg.normalize_states else None
     n = norm or ObsNormalizer.identity(ds.obs_dim)
     rt = reward_transform(ds, cfg.reward_kind)
     act, next_act = ds.actions, ds.next_actions()
@@ -372,9 +322,9 @@ def prepare_data(ds: Dataset, cfg: UniO4Config, device: torch.device) -> Offline
     ends = ds.terminals if cfg.bootstrap_timeouts else (ds.terminals | ds.timeouts)
     rew = np.asarray(rt(ds.rewards), np.float32)
     need_mc = cfg.value_method == "mc_sarsa" or cfg.online_critic_init == "mc"
-    mc = dataclasses.replace(ds, rewards=rew).mc_returns(cfg.gamma) if need_mc else None
+    mc = dataclasses.replace(ds, rewards=rew).mc_returns(cfg.discount) if need_mc else None
     if cfg.bc_positive_return_only:  # buffer.py load_filter_dataset: MC return of the raw rewards > 0
-        keep = np.flatnonzero(ds.mc_returns(cfg.gamma) > 0)
+        keep = np.flatnonzero(ds.mc_returns(cfg.discount) > 0)
         if len(keep) == 0:
             raise ValueError("bc_positive_return_only: no transition has a positive Monte-Carlo return")
     else:
@@ -413,14 +363,14 @@ class ValueLearner(nn.Module):
 
     def __init__(self, cfg: UniO4Config, obs_dim: int, act_dim: int, seeds: Sequence[int]) -> None:
         super().__init__()
-        self.method, self.omega, self.gamma, self.tau = cfg.value_method, cfg.omega, cfg.gamma, cfg.tau
+        self.method, self.omega, self.discount, self.tau = cfg.value_method, cfg.omega, cfg.discount, cfg.tau
         self.target_every, self.members = cfg.target_every, len(seeds)
         n = 2 if cfg.value_method == "iql" else 1
         self.q = TwinQ(obs_dim, act_dim, member_generators(seeds, "uni_o4/q"), cfg.q_hidden, cfg.q_depth, n=n)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v = ValueNet(obs_dim, member_generators(seeds, "uni_o4/v"), cfg.v_hidden, cfg.v_depth)
-        self.q_opt = adam(self.q.parameters(), cfg.q_lr)
-        self.v_opt = adam(self.v.parameters(), cfg.v_lr)
+        self.q_opt = adam(self.q.parameters(), cfg.critic_lr)
+        self.v_opt = adam(self.v.parameters(), cfg.value_lr)
         self.updates = 0
 
     def q_value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -443,12 +393,12 @@ class ValueLearner(nn.Module):
             v_loss = mean_per_member(torch.where(u > 0, self.omega, 1.0 - self.omega) * u.square())
             self._step(self.v_opt, v_loss)
             with torch.no_grad():
-                target = r + self.gamma * nd * self.v(s2)
+                target = r + self.discount * nd * self.v(s2)
         else:  # ValueLearner (MC regression) + QSarsaLearner
             v_loss = mean_per_member((self.v(s) - data.mc_return[idx]).square())
             self._step(self.v_opt, v_loss)
             with torch.no_grad():
-                target = r + self.gamma * nd * self.q_target(s2, data.next_act[idx])
+                target = r + self.discount * nd * self.q_target(s2, data.next_act[idx])
         q = self.q.all(s, a)  # (S, n, B)
         q_loss = (q - target.unsqueeze(1)).square().mean(-1).sum(1)  # Σ over the twins of their MSE
         self._step(self.q_opt, q_loss)
@@ -848,10 +798,10 @@ class Improver:
 # Stage cache: artefacts keyed by a hash of the fields that determine them, one cache per seed
 # ======================================================================================================================
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "data": ("dataset", "env", "seed", "state_norm", "obs_norm_eps", "reward_kind", "clip_actions",
-             "bootstrap_timeouts", "gamma"),
-    "critic": ("value_method", "critic_steps", "critic_batch", "q_lr", "v_lr", "q_hidden", "q_depth", "v_hidden",
-               "v_depth", "omega", "tau", "target_every", "critic_from"),
+    "data": ("dataset", "env", "seed", "normalize_states", "obs_norm_eps", "reward_kind", "clip_actions",
+             "bootstrap_timeouts", "discount"),
+    "critic": ("value_method", "critic_steps", "critic_batch", "critic_lr", "value_lr", "q_hidden", "q_depth",
+               "v_hidden", "v_depth", "omega", "tau", "target_every", "critic_from"),
     "dynamics": ("dyn_members", "dyn_elites", "dyn_hidden", "dyn_weight_decay", "dyn_lr", "dyn_batch",
                  "dyn_holdout_ratio", "dyn_holdout_max", "dyn_patience", "dyn_max_epochs", "dyn_max_updates",
                  "dyn_logvar_coef"),
@@ -877,10 +827,17 @@ def stage_fields(cfg: UniO4Config, stage: str) -> dict[str, Any]:
     return fields
 
 
+# The stage keys hash renamed fields under their old names, so caches written before the renames are still found.
+KEY_NAMES = {new: old for old, new in UniO4Config.RENAMED.items()}
+
+
 def stage_keys(cfg: UniO4Config) -> dict[str, str]:
     """Key of each cached stage of one seed (cfg.seed): a hash of the config fields it depends on."""
-    return {stage: f"{stage}-{_hash({'v': CACHE_VERSION, 'stage': stage, **stage_fields(cfg, stage)})}"
-            for stage in STAGE_DEPENDS}
+    keys = {}
+    for stage in STAGE_DEPENDS:
+        fields = {KEY_NAMES.get(k, k): v for k, v in stage_fields(cfg, stage).items()}
+        keys[stage] = f"{stage}-{_hash({'v': CACHE_VERSION, 'stage': stage, **fields})}"
+    return keys
 
 
 class StageCache:
@@ -1158,10 +1115,11 @@ def ppo_config(cfg: UniO4Config) -> PPOConfig:
         device=cfg.device, resume=cfg.resume, eval_episodes=cfg.eval_episodes, log_every=cfg.log_every,
         checkpoint_every=cfg.checkpoint_every, total_steps=cfg.online_steps, eval_every=cfg.online_eval_every,
         num_envs=1, rollout_steps=cfg.online_rollout, minibatch_size=cfg.online_minibatch, epochs=cfg.online_epochs,
-        actor_lr=cfg.online_actor_lr, critic_lr=cfg.online_critic_lr, anneal_lr=True, gamma=cfg.gamma,
+        actor_lr=cfg.online_actor_lr, critic_lr=cfg.online_critic_lr, anneal_lr=True, discount=cfg.discount,
         gae_lambda=cfg.online_gae_lambda, clip=cfg.online_clip, value_clip=cfg.online_clip,
-        ent_coef=cfg.online_ent_coef, vf_coef=2.0, max_grad_norm=0.5, norm_adv=True, norm_obs=False,
-        norm_reward=False, hidden=(cfg.pi_hidden,) * cfg.pi_depth, critic_hidden=(cfg.v_hidden,) * cfg.v_depth,
+        ent_coef=cfg.online_ent_coef, vf_coef=2.0, max_grad_norm=0.5, normalize_advantages=True,
+        normalize_states=False, normalize_rewards=False, hidden=(cfg.pi_hidden,) * cfg.pi_depth,
+        critic_hidden=(cfg.v_hidden,) * cfg.v_depth,
         activation=cfg.pi_activation, preset="unio4", threads=cfg.threads,
     )
 
@@ -1441,7 +1399,7 @@ def _save_policies(pack: Pack, actor: BoundedGaussianActor, data: OfflineData, c
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 all finished, 3 a seed diverged)."""
-    cfg = parse_config(UniO4Config, presets, argv, description=__doc__)
+    cfg = configure(UniO4Config, presets, argv, description=__doc__)
     statuses = [s["status"] for s in train(cfg)]
     return 0 if all(s == "finished" for s in statuses) else 3 if "diverged" in statuses else 1
 

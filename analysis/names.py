@@ -35,12 +35,13 @@ def canonical_algorithm(name: str) -> str:
 def domain_of(dataset: str) -> str:
     """Domain (locomotion, antmaze, adroit, kitchen) of a dataset name; 'other' when the name is not known."""
     from o2o import registry
+    from o2o.specs import get_spec
 
     try:  # the name alone (no Minari dataset opened), then the registry
         return registry.DOMAIN_OF_FAMILY[registry.family_of(str(dataset))]
     except (KeyError, ValueError, IndexError):
         pass
     try:
-        return registry.get_spec(str(dataset)).domain
+        return get_spec(str(dataset)).domain
     except (KeyError, ValueError, IndexError):
         return "other"

@@ -53,13 +53,13 @@ class AWACConfig(LoopConfig):
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps offline (CORL num_train_ops / offline_iterations)
     online_steps: int = steps(0, 1000)  # env steps online, one gradient step each (0 = offline only)
     finetune: bool = False  # offline-to-online with CORL's 1M online steps (scaled by --budget) unless --online-steps
-    discount: float = 0.99  # γ (CORL gamma)
+    discount: float = 0.99  # discount γ of the critics' TD target (CORL gamma)
     tau: float = 0.005  # Polyak rate of the target critics (CORL tau)
     awac_lambda: float = 1.0 / 3.0  # λ of exp(A/λ) (CORL awac_lambda 0.3333 locomotion, 0.1 AntMaze and Adroit)
-    exp_adv_max: float = EXP_ADV_MAX  # clip of exp(A/λ)
-    actor_lr: float = 3e-4  # CORL learning_rate (one lr for actor and critics)
-    critic_lr: float = 3e-4  # CORL learning_rate
-    hidden_dim: int = 256  # CORL hidden_dim
+    exp_adv_max: float = EXP_ADV_MAX  # upper clip of the actor's weights exp(A/λ)
+    actor_lr: float = 3e-4  # actor Adam lr (CORL learning_rate, one lr for actor and critics)
+    critic_lr: float = 3e-4  # twin Q Adam lr (CORL learning_rate)
+    hidden_dim: int = 256  # width of the actor's and critics' hidden layers (CORL hidden_dim)
     n_hidden: int = 3  # hidden layers of actor and critics: CORL's Actor and Critic have 3 (baselines.md says 2)
     normalize_states: bool = True  # z-score observations with dataset statistics (CORL always does for AWAC)
     reward_kind: Literal["auto"] | RewardKind = "auto"  # o2o.transforms; auto: r − 1 on AntMaze, else none (CORL)

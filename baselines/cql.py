@@ -13,10 +13,11 @@ differences from CORL (all value-neutral except where noted):
 - All losses are built from the same pre-update parameters and applied with one backward pass; gradients are
   routed with detach (the policy's Q uses detached critic weights, the α and α' losses detach their inputs). The
   gradients equal CORL's sequence of separate backward passes.
-- Orthogonal init (hidden layers gain √2, output layer gain 1e-2) for the critics, and for the actor unless
-  `--actor-orthogonal-init false` (PyTorch default, xavier-uniform output of gain 1e-2: CORL's offline file, whose
-  actor ignores `orthogonal_init`; the CORL presets set it). CORL's finetune file uses gain √2 on the output layer
-  too (not reproduced).
+- Orthogonal init (hidden layers gain √2, output layer gain `orthogonal_out_gain`, 1e-2) for the critics, and for
+  the actor unless `--actor-orthogonal-init false` (PyTorch default, xavier-uniform output of gain 1e-2: CORL's
+  offline file, whose actor ignores `orthogonal_init`; the CORL offline presets set it). CORL's finetune file
+  initialises every layer of the actor and both critics orthogonally with gain √2 and zero bias, the output layers
+  too: its presets (configs/cql/corl/finetune/) set `orthogonal_out_gain: √2` and `actor_orthogonal_init: true`.
 - CORL's offline file builds critic 2 with 3 hidden layers even when `q_n_hidden_layers` is 5 (AntMaze); both
   critics get `q_hidden_layers` here (as CORL's finetune file).
 - Rewards and every other hyperparameter come from the dataset's preset (configs/cql/<source>/, CORL's per-dataset
@@ -69,7 +70,7 @@ class CQLConfig(LoopConfig):
     offline_steps: int = steps(1_000_000, 100)  # gradient steps on the dataset (CORL max_timesteps, offline_iterations)
     online_steps: int = steps(0, 100)  # env steps after the offline phase, one gradient step each (CORL finetune)
     eval_every: int = steps(5000, 50)  # offline: steps between evaluations (CORL eval_freq; AntMaze 50000)
-    discount: float = 0.99  # γ (CORL discount)
+    discount: float = 0.99  # discount γ of the critics' TD target (CORL discount)
     tau: float = 5e-3  # Polyak rate of the target critics (CORL soft_target_update_rate)
     target_update_period: int = 1  # gradient steps between target updates (CORL target_update_period)
     actor_lr: float = 3e-5  # actor and SAC temperature Adam lr (CORL policy_lr; AntMaze/Adroit 1e-4)
@@ -81,6 +82,9 @@ class CQLConfig(LoopConfig):
     # the actor's init: true = like the critics (JaxCQL); false = PyTorch default with a xavier-uniform output layer
     # of gain 1e-2 (CORL's offline cql.py, whose actor ignores orthogonal_init)
     actor_orthogonal_init: bool = True
+    # gain of the orthogonal output layers (JaxCQL, CORL's offline cql.py: 1e-2; CORL's finetune cql.py: √2, as its
+    # hidden layers)
+    orthogonal_out_gain: float = 1e-2
     auto_entropy: bool = True  # tune the SAC temperature towards target_entropy (CORL use_automatic_entropy_tuning)
     target_entropy: float | None = None  # of the SAC temperature; None = −act_dim
     alpha_multiplier: float = 1.0  # SAC temperature = alpha_multiplier · exp(log α) (or the constant without tuning)
@@ -97,7 +101,7 @@ class CQLConfig(LoopConfig):
     cql_temp: float = 1.0  # temperature of the logsumexp
     cql_max_target_backup: bool = False  # Bellman target = max over N sampled next actions (AntMaze)
     cql_clip_diff_min: float = -math.inf  # clip of (logsumexp − Q(s, a_data)) per sample (AntMaze −200)
-    cql_clip_diff_max: float = math.inf  # its upper clip
+    cql_clip_diff_max: float = math.inf  # upper clip of (logsumexp − Q(s, a_data)) per sample
     normalize_states: bool = True  # z-score observations with dataset statistics (CORL normalize; AntMaze off)
     reward_kind: RewardKind = "none"  # o2o.transforms; CORL normalize_reward: locomotion, or cql_antmaze (10 r − 5)
 
@@ -173,9 +177,11 @@ class CQL:
         self.max_action = setup.max_action
         self.rng = MemberRNG(seeds, ALGORITHM, dev)
         init = dict(init="orthogonal" if cfg.orthogonal_init else "default",
-                    out_init="orthogonal" if cfg.orthogonal_init else "xavier", out_gain=1e-2)
-        actor_init = dict(init, init="orthogonal" if cfg.actor_orthogonal_init else "default",
-                          out_init="orthogonal" if cfg.actor_orthogonal_init else "xavier")
+                    out_init="orthogonal" if cfg.orthogonal_init else "xavier",
+                    out_gain=cfg.orthogonal_out_gain if cfg.orthogonal_init else 1e-2)
+        actor_init = dict(init="orthogonal" if cfg.actor_orthogonal_init else "default",
+                          out_init="orthogonal" if cfg.actor_orthogonal_init else "xavier",
+                          out_gain=cfg.orthogonal_out_gain if cfg.actor_orthogonal_init else 1e-2)
         od, ad, h = setup.obs_dim, setup.act_dim, cfg.hidden_dim
         self.actor = TanhGaussianActor(od, ad, member_generators(seeds, "cql/actor"), h, cfg.actor_hidden_layers,
                                        setup.max_action, "state", log_std_multiplier=cfg.log_std_multiplier,

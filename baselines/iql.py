@@ -55,11 +55,11 @@ class IQLConfig(LoopConfig):
     offline_steps: int = steps(1_000_000, 1000)  # gradient steps offline (CORL max_timesteps / offline_iterations)
     online_steps: int = steps(0, 1000)  # env steps online, one gradient step each (0 = offline only)
     finetune: bool = False  # offline-to-online: CORL's 1M online steps (scaled by --budget) unless --online-steps
-    discount: float = 0.99  # γ (CORL discount)
+    discount: float = 0.99  # discount γ of the Q target (CORL discount)
     tau: float = 0.005  # Polyak rate of the target Q (CORL tau)
     expectile: float = 0.7  # τ of L₂^τ (CORL iql_tau; paper: 0.7 locomotion, 0.9 AntMaze)
     beta: float = 3.0  # inverse temperature β of the AWR weights (paper: 3 locomotion, 10 AntMaze)
-    exp_adv_max: float = EXP_ADV_MAX  # clip of exp(β·A)
+    exp_adv_max: float = EXP_ADV_MAX  # upper clip of the AWR weights exp(β·A) (CORL EXP_ADV_MAX)
     actor_lr: float = 3e-4  # actor Adam lr (CORL actor_lr)
     critic_lr: float = 3e-4  # twin Q Adam lr (CORL qf_lr)
     value_lr: float = 3e-4  # V Adam lr (CORL vf_lr)

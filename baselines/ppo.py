@@ -1,12 +1,14 @@
 """PPO-clip with GAE for continuous control, single file (CleanRL ppo_continuous_action.py style), S seeds per process.
 
-Sources of the defaults:
-- From scratch: CleanRL `ppo_continuous_action.py` (Huang et al. 2022, "The 37 implementation details of PPO"):
-  1 env x 2048 steps, 10 epochs of 32 minibatches (64), lr 3e-4 annealed linearly, gamma 0.99, GAE lambda 0.95,
-  clip 0.2 (also for the value), advantage normalisation, entropy 0, value coefficient 0.5, grad-norm clip 0.5,
-  Adam eps 1e-5, 64x64 tanh MLPs with orthogonal init, state-independent log std, running observation
-  normalisation (clip 10), reward scaling by the running std of the discounted return (clip 10).
-- `UNIO4_ONLINE`: the online phase of Uni-O4 (Lei-Kun/Uni-O4 ppo_finetune/main.py and its scripts): 2048-step
+Presets by source (`--preset`, configs/ppo/<source>/: default.yaml, then the domain's and the family's file):
+- `official` (the default, for PPO from scratch): CleanRL `ppo_continuous_action.py` (Huang et al. 2022, "The 37
+  implementation details of PPO"): 1 env x 2048 steps, 10 epochs of 32 minibatches (64), lr 3e-4 annealed linearly, γ
+  0.99, GAE λ 0.95, clip 0.2 (also for the value), advantage normalisation, entropy 0, value coefficient 0.5,
+  grad-norm clip 0.5, Adam eps 1e-5, 64x64 tanh MLPs with orthogonal init, state-independent log std, running
+  observation normalisation (clip 10), reward scaling by the running std of the discounted return (clip 10).
+  CleanRL stands in for PPO's official code: it reproduces OpenAI baselines' ppo2 with its MuJoCo settings.
+  They are also the config's defaults (what `PPOConfig()` gives in code). `cleanrl` is the old name of `official`.
+- `unio4`: the online phase of Uni-O4 (Lei-Kun/Uni-O4 ppo_finetune/main.py and its scripts): 2048-step
   rollouts from one env, minibatch 128 (Adroit 256), 30 epochs (hopper 10), actor lr 2e-5 (walker2d and
   halfcheetah scripts 3e-5), critic lr 2e-4, clip 0.05 for the ratio and the value, entropy 0.01, grad clip 0.5,
   Adam eps 1e-5, linear lr decay, fixed observation normalisation with the offline statistics, no reward norm.
@@ -28,8 +30,8 @@ cut the advantage trace so that no value leaks across episodes. A terminated ste
 
 Command line: `python baselines/ppo.py --dataset local:hopper-medium --seed 0 --out DIR --budget smoke|short|full`
 (the dataset only names the env; PPO from scratch reads no data); `--seeds 0,1` trains both in one process.
-`--preset unio4` uses `UNIO4_ONLINE` (from scratch that still trains this file's actor; Uni-O4 itself hands
-run_ppo its BC policy and offline V).
+`--preset unio4` trains this file's actor from scratch with Uni-O4's online settings (Uni-O4 itself builds its
+PPOConfig from its own online_* fields and hands run_ppo its BC policy and offline V).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -50,7 +52,7 @@ import torch.nn as nn
 if __package__ in (None, ""):  # `python baselines/ppo.py` from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from o2o.cli import RunConfig, dataset_spec, parse_config, steps  # noqa: E402
+from o2o.cli import RunConfig, configure, dataset_spec, steps  # noqa: E402
 from o2o.envs import make_vector_env  # noqa: E402
 from o2o.nets import (  # noqa: E402
     EnsembleLinear,
@@ -60,6 +62,7 @@ from o2o.nets import (  # noqa: E402
     join_members,
     split_members,
 )
+from o2o.presets import layered_preset  # noqa: E402
 from o2o.records import RunRecorder, atomic_save, truncate_csv  # noqa: E402
 from o2o.registry import DatasetSpec  # noqa: E402
 from o2o.rng import MemberRNG, member_generators, stream_key  # noqa: E402
@@ -80,77 +83,63 @@ ROW_PAD = 64  # rows per seed are padded to a multiple of this when acting (see 
 
 
 # ----------------------------------------------------------------------------------------------------- config
+PPOSource = Literal["official", "unio4", "cleanrl"]  # cleanrl: the old name of official (deprecated)
+
+
 @dataclass
 class PPOConfig(RunConfig):
-    """PPO hyperparameters (CleanRL defaults); step fields count env steps per seed."""
+    """PPO hyperparameters (defaults: CleanRL's ppo_continuous_action.py); step fields count env steps per seed."""
 
     seeds: tuple[int, ...] = ()  # train these seeds in one process, each in <out>/seed<N>/ (empty: --seed alone)
-    total_steps: int = steps(1_000_000, 4096)  # env steps
+    total_steps: int = steps(1_000_000, 4096)  # env steps of training, per seed (CleanRL total_timesteps)
     eval_every: int = steps(20_000, 2048)  # env steps between evaluations (checked after each update)
-    num_envs: int = 1  # envs per seed
-    rollout_steps: int = 2048  # steps per env per update
-    minibatch_size: int = 64
-    epochs: int = 10
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    anneal_lr: bool = True  # linear decay to 0 over total_steps
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    value_clip: float | None = 0.2  # None: unclipped value loss
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    norm_adv: bool = True
-    norm_obs: bool = True  # running mean/std (ignored when a fixed normaliser is given to run_ppo)
-    norm_reward: bool = True  # divide by the running std of the discounted return
-    clip_obs: float = 10.0
-    clip_reward: float = 10.0
+    num_envs: int = 1  # envs per seed (CleanRL num_envs)
+    rollout_steps: int = 2048  # steps per env per update (CleanRL num_steps)
+    minibatch_size: int = 64  # transitions per gradient step (CleanRL: 2048 / num_minibatches 32)
+    epochs: int = 10  # passes over each rollout (CleanRL update_epochs)
+    actor_lr: float = 3e-4  # actor Adam lr (CleanRL learning_rate)
+    critic_lr: float = 3e-4  # critic (V) Adam lr (CleanRL learning_rate)
+    anneal_lr: bool = True  # both lrs decay linearly to 0 over total_steps (CleanRL anneal_lr)
+    discount: float = 0.99  # γ of the returns and of the reward scaling (CleanRL gamma)
+    gae_lambda: float = 0.95  # λ of GAE (CleanRL gae_lambda)
+    clip: float = 0.2  # ε of the clipped ratio (CleanRL clip_coef)
+    value_clip: float | None = 0.2  # clip of the value update around the old value; None: unclipped value loss
+    ent_coef: float = 0.0  # weight of the entropy bonus (CleanRL ent_coef)
+    vf_coef: float = 0.5  # weight of the value loss 0.5·(v − R)² (CleanRL vf_coef; Uni-O4's (v − R)² is 2)
+    max_grad_norm: float = 0.5  # gradient-norm clip of actor and critic, each per seed (CleanRL max_grad_norm)
+    normalize_advantages: bool = True  # z-score advantages per minibatch (CleanRL norm_adv)
+    # z-score observations with running mean/std (CleanRL NormalizeObservation; ignored when run_ppo is given a fixed
+    # normaliser, as Uni-O4's online phase)
+    normalize_states: bool = True
+    normalize_rewards: bool = True  # divide rewards by the running std of the discounted return (CleanRL)
+    clip_obs: float = 10.0  # clip of the normalised observations (CleanRL ±10)
+    clip_reward: float = 10.0  # clip of the scaled rewards (CleanRL ±10)
     target_kl: float | None = None  # stop an update's epochs early when the approximate KL exceeds it (one seed only)
-    hidden: tuple[int, ...] = (64, 64)  # equal widths (o2o.nets.MLP)
-    critic_hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    init_log_std: float = 0.0
-    preset: str = "cleanrl"  # cleanrl | unio4 (UNIO4_ONLINE of the dataset's domain)
+    hidden: tuple[int, ...] = (64, 64)  # the actor's hidden widths, all equal (o2o.nets.MLP; CleanRL 64×64)
+    critic_hidden: tuple[int, ...] = (64, 64)  # the critic's hidden widths, all equal (CleanRL 64×64)
+    activation: Literal["tanh", "relu"] = "tanh"  # hidden activation of both nets (CleanRL tanh; Uni-O4 relu)
+    init_log_std: float = 0.0  # initial state-independent log σ of the actor (CleanRL 0)
+    # configs/ppo/<preset>/{default,<domain>,<family>}.yaml merged in that order: official = CleanRL's
+    # ppo_continuous_action.py, unio4 = Uni-O4's online phase (ppo_finetune/)
+    preset: PPOSource = "official"
     snapshot_every: int = 0  # env steps; >0 keeps policy snapshots in the result (behaviour-policy training)
     record_actions: bool = False  # keep every env's executed actions in the result (medium-replay source)
     threads: int = 1  # torch.set_num_threads (0 = torch's default)
 
-# Uni-O4 online phase (ppo_finetune/main.py defaults and scripts/*.sh); actor lr per family where scripts differ.
-UNIO4_ONLINE: dict[str, dict[str, Any]] = {
-    "locomotion": dict(num_envs=1, rollout_steps=2048, minibatch_size=128, epochs=30, actor_lr=2e-5, critic_lr=2e-4,
-                       gamma=0.99, gae_lambda=0.95, clip=0.05, value_clip=0.05, ent_coef=0.01, vf_coef=2.0,
-                       max_grad_norm=0.5, norm_adv=True, norm_obs=False, norm_reward=False, anneal_lr=True,
-                       hidden=(256, 256, 256), critic_hidden=(256, 256, 256), activation="relu"),
-    "adroit": dict(num_envs=1, rollout_steps=2048, minibatch_size=256, epochs=10, actor_lr=3e-6, critic_lr=2e-4,
-                   gamma=0.99, gae_lambda=0.95, clip=0.05, value_clip=0.05, ent_coef=0.01, vf_coef=2.0,
-                   max_grad_norm=0.5, norm_adv=True, norm_obs=False, norm_reward=False, anneal_lr=True,
-                   hidden=(256, 256, 256), critic_hidden=(256, 256, 256), activation="relu"),
-    # no official online scripts for AntMaze or Kitchen: the ppo_finetune/main.py defaults
-    "antmaze": dict(num_envs=1, rollout_steps=2048, minibatch_size=128, epochs=30, actor_lr=2e-5, critic_lr=2e-4,
-                    gamma=0.99, gae_lambda=0.95, clip=0.05, value_clip=0.05, ent_coef=0.01, vf_coef=2.0,
-                    max_grad_norm=0.5, norm_adv=True, norm_obs=False, norm_reward=False, anneal_lr=True,
-                    hidden=(256, 256, 256), critic_hidden=(256, 256, 256), activation="relu"),
-}
-UNIO4_ONLINE["kitchen"] = dict(UNIO4_ONLINE["antmaze"])
-# per-family actor lr / epochs from the official scripts (hm.sh: 2e-5, 10 epochs; wm.sh, halfm.sh: 3e-5, 30 epochs)
-UNIO4_FAMILY: dict[str, dict[str, Any]] = {
-    "hopper": dict(actor_lr=2e-5, epochs=10),
-    "walker2d": dict(actor_lr=3e-5, epochs=30),
-    "halfcheetah": dict(actor_lr=3e-5, epochs=30),
-}
+    RENAMED: ClassVar[dict[str, str]] = {"gamma": "discount", "norm_obs": "normalize_states",
+                                         "norm_adv": "normalize_advantages", "norm_reward": "normalize_rewards"}
 
 
-def presets(spec: DatasetSpec, preset: str = "cleanrl") -> dict[str, Any]:
-    """Per-domain preset: CleanRL's defaults (the dataclass) for from-scratch PPO, or Uni-O4's online settings."""
-    if preset == "cleanrl":
-        return {}
-    if preset == "unio4":
-        out = dict(UNIO4_ONLINE[spec.domain])
-        out.update(UNIO4_FAMILY.get(spec.family, {}))
-        out["preset"] = "unio4"
-        return out
-    raise ValueError(f"unknown preset {preset!r}; use cleanrl or unio4")
+def presets(cfg: PPOConfig, spec: DatasetSpec) -> dict[str, Any]:
+    """The preset of --preset in layers from configs/ppo/<preset>/: `default.yaml`, then the dataset's domain and
+    family files (official: CleanRL's defaults for every env; unio4: Uni-O4's online settings per domain, and per
+    locomotion family where its scripts differ)."""
+    source = cfg.preset
+    if source == "cleanrl":
+        print("warning: --preset cleanrl is deprecated, use --preset official (the old name goes in the next release)",
+              file=sys.stderr, flush=True)
+        source = "official"
+    return layered_preset(ALGORITHM, ("default", spec.domain, spec.family), source, what=spec.name)
 
 
 # ----------------------------------------------------------------------------------------------------- networks
@@ -413,7 +402,7 @@ def ppo_update(agent: PPOAgent, cfg: PPOConfig, obs: torch.Tensor, act: torch.Te
     mean, log_std = agent.dist(obs)
     new_logp = gaussian_log_prob(act, mean, log_std)
     entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1).mean(-1)
-    if cfg.norm_adv:  # per seed over its minibatch
+    if cfg.normalize_advantages:  # per seed over its minibatch
         adv = (adv - adv.mean(-1, keepdim=True)) / (adv.std(-1, keepdim=True) + 1e-8)
     pg = ppo_loss(new_logp, old_logp, adv, cfg.clip)
     vl = value_loss(agent.critic(obs), old_v, returns, cfg.value_clip)
@@ -473,7 +462,8 @@ def run_ppo(cfg: PPOConfig, spec: DatasetSpec, agent: PPOAgent, *, recorders: Se
     (when enabled in cfg) policy snapshots and the executed actions of its envs.
     """
     seeds, n_seeds, device = agent.seeds, agent.members, next(agent.actor.parameters()).device
-    if evaluator is not None and evaluator.obs_transform is not None and obs_normalizer is None and cfg.norm_obs:
+    if evaluator is not None and evaluator.obs_transform is not None and obs_normalizer is None \
+            and cfg.normalize_states:
         raise ValueError("run_ppo normalises observations itself; give the evaluator obs_transform=None")
     if cfg.target_kl is not None and n_seeds > 1:
         raise ValueError("--target-kl stops one seed's epochs early; train such seeds one per process")
@@ -484,8 +474,8 @@ def run_ppo(cfg: PPOConfig, spec: DatasetSpec, agent: PPOAgent, *, recorders: Se
     act_low = envs.single_action_space.low.astype(np.float32)
     act_high = envs.single_action_space.high.astype(np.float32)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    state = [_SeedState(ObsNorm(obs_dim, obs_normalizer, cfg.norm_obs, cfg.clip_obs),
-                        RewardScaler(n_envs, cfg.gamma, cfg.clip_reward) if cfg.norm_reward else None)
+    state = [_SeedState(ObsNorm(obs_dim, obs_normalizer, cfg.normalize_states, cfg.clip_obs),
+                        RewardScaler(n_envs, cfg.discount, cfg.clip_reward) if cfg.normalize_rewards else None)
              for _ in seeds]
     paths = [r.out / "metrics.csv" for r in recorders]
     log = MetricLog(paths, total_steps=step_offset + num_updates * batch, name=ALGORITHM)
@@ -614,7 +604,7 @@ def run_ppo(cfg: PPOConfig, spec: DatasetSpec, agent: PPOAgent, *, recorders: Se
                 if reward_transform is not None:
                     r_t = np.asarray(reward_transform(r_t), np.float64)
                 done_se = done.reshape(n_seeds, n_envs)
-                if cfg.norm_reward:
+                if cfg.normalize_rewards:
                     r_t = np.stack([st.rscale(r_t[s], done_se[s]) for s, st in enumerate(state)])
                 b_obs[t], b_act[t], b_logp[t], b_val[t] = o, a, logp, v
                 b_rew[t] = torch.as_tensor(r_t, dtype=torch.float32, device=device)
@@ -634,7 +624,7 @@ def run_ppo(cfg: PPOConfig, spec: DatasetSpec, agent: PPOAgent, *, recorders: Se
                     ep_ret[s, j] = 0.0
                 obs = normalize(raw_next, update=True)
             next_v = agent.value(torch.as_tensor(obs, device=device))
-            adv, ret = gae(b_rew, b_val, b_done, next_v, cfg.gamma, cfg.gae_lambda, b_final)
+            adv, ret = gae(b_rew, b_val, b_done, next_v, cfg.discount, cfg.gae_lambda, b_final)
             # ---- optimise: each seed's own shuffled minibatches, drawn from its stream
             f_obs, f_act, f_logp, f_adv, f_ret, f_val = map(flat, (b_obs, b_act, b_logp, adv, ret, b_val))
             train_return = torch.tensor([float(np.mean(st.recent[-20:])) if st.recent else math.nan for st in state],
@@ -751,12 +741,9 @@ def train(cfg: PPOConfig) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: train PPO from scratch in the env of --dataset; exit 0 (all finished) or 3 (a seed diverged)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    preset_name = "cleanrl"
-    if "--preset" in args:
-        preset_name = args[args.index("--preset") + 1]
-    cfg = parse_config(PPOConfig, lambda spec: presets(spec, preset_name), argv=args,
-                       description="PPO (CleanRL-style, or Uni-O4's online settings with --preset unio4)")
+    cfg = configure(PPOConfig, presets, argv, description=__doc__.split("\n\n")[0])
+    if cfg.preset == "cleanrl":  # the records name the source by its current name
+        cfg = dataclasses.replace(cfg, preset="official")
     statuses = [s["status"] for s in train(cfg)]
     return 0 if all(s == "finished" for s in statuses) else 3 if "diverged" in statuses else 1
 

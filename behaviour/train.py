@@ -29,7 +29,8 @@ from baselines.ppo import PPOConfig, make_agent, run_ppo  # noqa: E402
 from o2o.envs import make_env  # noqa: E402
 from o2o.generate import BEHAVIOUR_DIR, NumpyGaussianPolicy  # noqa: E402
 from o2o.records import RunRecorder  # noqa: E402
-from o2o.registry import LOCAL_FAMILIES, DatasetSpec, get_spec, normalized_score  # noqa: E402
+from o2o.registry import LOCAL_FAMILIES, DatasetSpec, normalized_score  # noqa: E402
+from o2o.specs import get_spec  # noqa: E402
 from o2o.training import Evaluator, config_dict, set_seed  # noqa: E402
 
 # PPO settings of the behaviour runs: CleanRL's, except 4 envs x 512 steps and minibatch 128 (a quarter of CleanRL's

@@ -23,7 +23,7 @@ import torch
 from baselines import ppo
 from o2o.envs import make_vector_env
 from o2o.records import RunRecorder
-from o2o.registry import get_spec
+from o2o.specs import get_spec
 
 SPEC = get_spec("local:hopper-medium")
 
@@ -90,5 +90,5 @@ def test_update_cleanrl(benchmark):
 
 
 def test_update_unio4(benchmark):
-    cfg = dataclasses.replace(ppo.PPOConfig(), **ppo.presets(SPEC, "unio4"))
+    cfg = dataclasses.replace(ppo.PPOConfig(), **ppo.presets(ppo.PPOConfig(preset="unio4"), SPEC))
     _update(benchmark, cfg, cfg.minibatch_size)

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from algorithms import uni_o4 as U
-from o2o.registry import get_spec
 from o2o.rng import MemberRNG
+from o2o.specs import get_spec
 
 DEVICE = torch.device(os.environ.get("O2O_BENCH_DEVICE", "cpu"))
 OBS, ACT, N = 11, 3, 100_000  # hopper dims; a 100k-transition synthetic dataset

@@ -27,7 +27,8 @@ import tyro
 import tyro._errors as tyro_errors  # the parse-error hook (tyro is pinned exactly in requirements.lock)
 import yaml
 
-from o2o.registry import DatasetSpec, get_spec, spec_for_env
+from o2o.registry import DatasetSpec, spec_for_env
+from o2o.specs import get_spec
 
 BUDGETS = ("smoke", "short", "full")
 Budget = Literal["smoke", "short", "full"]
@@ -76,7 +77,7 @@ class ConfigError(ValueError):
 def dataset_spec(cfg: RunConfig) -> DatasetSpec:
     """Spec of the run's dataset (a bring-your-own file gets its env from --env; a Minari id is fetched if absent)."""
     if cfg.dataset.startswith("minari:"):
-        from o2o.data import minari_spec
+        from o2o.minari_source import minari_spec
 
         return minari_spec(cfg.dataset.split(":", 1)[1], download=True)
     if cfg.env is not None and not cfg.dataset.startswith("local:"):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from o2o.data import Dataset
+from o2o.dataset import Dataset
 from o2o.domains import DOMAIN_MODULES, domain_module
 from o2o.envs import make_env
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from o2o.data import DatasetError
+from o2o.dataset import DatasetError
 from o2o.registry import DatasetSpec
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,7 @@ Each domain has an adapter `make_env(spec, render_mode=None) -> gym.Env`; locomo
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import os
 import warnings
 from collections.abc import Callable
@@ -18,7 +16,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from o2o.registry import DatasetSpec, get_spec
+from o2o.domains import register_robotics
+from o2o.minari_source import flatten_observation
+from o2o.registry import DatasetSpec
+from o2o.specs import get_spec
 
 ASYNC_MIN_CORES = 4  # evaluation runs its envs in subprocesses from this many cores on
 ANT_CONTACT_DIMS = 84  # D4RL's ant-v2 observations carry 84 contact-force dims that mujoco-py 2.x left at zero
@@ -36,25 +37,6 @@ class ZeroPadObservation(gym.ObservationWrapper):
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         return np.concatenate([observation, np.zeros(self.n, dtype=observation.dtype)])
-
-
-def flatten_observation(space: gym.Space, obs: Any) -> np.ndarray:
-    """One observation vector from a Box or (nested) Dict observation: the single layout of Minari datasets.
-
-    Order: depth first over the Dict keys *in the observation space's order* (gymnasium sorts a Dict's keys, so
-    AntMaze gives achieved_goal ⊕ desired_goal ⊕ observation and Kitchen achieved_goal[task...] ⊕
-    desired_goal[task...] ⊕ observation), each Box raveled in C order. Leaves may carry leading batch axes:
-    (*batch, *leaf_shape) -> (*batch, flat_dim). For one observation this equals gymnasium.spaces.flatten; the
-    dataset loader and FlatDictObservation both call this function, so training and evaluation see the same vector.
-    """
-    if isinstance(space, gym.spaces.Dict):
-        parts = [flatten_observation(sub, obs[key]) for key, sub in space.spaces.items()]
-        return np.concatenate(parts, axis=-1)
-    if isinstance(space, gym.spaces.Box):
-        x = np.asarray(obs)
-        batch = x.shape[: x.ndim - len(space.shape)]
-        return x.reshape(*batch, int(np.prod(space.shape, dtype=np.int64)))
-    raise TypeError(f"cannot flatten a {type(space).__name__} observation (Box and Dict of Boxes only)")
 
 
 class FlatDictObservation(gym.ObservationWrapper):
@@ -90,7 +72,7 @@ def make_minari_env(spec: DatasetSpec, render_mode: str | None = None) -> gym.En
 
     if spec.env_spec is None:
         raise ValueError(f"{spec.name}: the dataset records no environment to evaluate in")
-    _register_robotics()
+    register_robotics()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         env = gym.make(EnvSpec.from_json(spec.env_spec), render_mode=render_mode, disable_env_checker=True)
@@ -143,19 +125,6 @@ def _adapter(domain: str) -> Callable[..., gym.Env]:
     return fn
 
 
-def _register_robotics() -> None:
-    """Register gymnasium-robotics' envs. Its import prints a notice to stderr (the Dense-v1 Adroit rewards changed in
-    1.2.1; the Adroit adapter, o2o/domains/adroit.py, computes D4RL's own rewards, so it does not concern us): kept
-    out of stderr, where an error must stay one line."""
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            import gymnasium_robotics
-
-        gym.register_envs(gymnasium_robotics)
-    except ImportError:  # pragma: no cover - a pinned dependency
-        pass
-
-
 def make_env(spec: DatasetSpec | str, render_mode: str | None = None) -> gym.Env:
     """The evaluation env of a dataset (spec or name), observations in the dataset's layout."""
     if isinstance(spec, str):
@@ -163,10 +132,10 @@ def make_env(spec: DatasetSpec | str, render_mode: str | None = None) -> gym.Env
     if spec.source == "minari":
         return make_minari_env(spec, render_mode)
     if spec.source == "file":
-        _register_robotics()
+        register_robotics()
         return make_generic_env(spec, render_mode)
     if spec.domain != "locomotion":
-        _register_robotics()
+        register_robotics()
     return _adapter(spec.domain)(spec, render_mode=render_mode)
 
 
@@ -193,7 +162,7 @@ def make_vector_env(spec: DatasetSpec | str, num_envs: int,
 
 def _make_quiet(env_id: str) -> gym.Env:
     """gym.make(env_id) without the env checker and its warnings."""
-    _register_robotics()
+    register_robotics()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return gym.make(env_id, disable_env_checker=True)

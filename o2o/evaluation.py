@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from o2o.envs import make_vector_env
-from o2o.registry import DatasetSpec, get_spec, normalized_score
+from o2o.registry import DatasetSpec, normalized_score
+from o2o.specs import get_spec
 
 Policy = Callable[[np.ndarray], np.ndarray]
 MemberPolicy = Callable[[np.ndarray], np.ndarray]  # obs (S, k, d) -> actions (S, k, a)

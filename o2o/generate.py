@@ -31,7 +31,9 @@ import numpy as np
 
 from o2o.consistency import logged_state
 from o2o.envs import make_env
-from o2o.registry import LOCAL_FAMILIES, LOCAL_QUALITIES, DatasetSpec, get_spec, normalized_score
+from o2o.hdf5 import read_hdf5, write_d4rl_hdf5
+from o2o.registry import LOCAL_FAMILIES, LOCAL_QUALITIES, DatasetSpec, normalized_score
+from o2o.specs import get_spec
 
 GENERATOR_VERSION = "1"
 BEHAVIOUR_DIR = Path(__file__).resolve().parent.parent / "behaviour"
@@ -93,22 +95,6 @@ def rollout(spec: DatasetSpec, policy: Callable[[np.ndarray, np.random.Generator
                   flush=True)
     env.close()
     return out
-
-
-def write_d4rl_hdf5(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, Any] | None = None) -> Path:
-    """Write arrays (keys like 'observations', 'infos/qpos') and metadata ('metadata/...') atomically."""
-    import h5py
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
-        for k, v in arrays.items():
-            f.create_dataset(k, data=v, compression="gzip" if np.asarray(v).size > 10000 else None)
-        for k, v in (metadata or {}).items():
-            f.create_dataset(f"metadata/{k}", data=v)
-    os.replace(tmp, path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------- behaviour policies
@@ -348,8 +334,6 @@ def _arrays(spec: DatasetSpec, quality: str, size: int | None, seed: int) -> tup
 
 def _part(spec: DatasetSpec, quality: str, size: int | None, seed: int) -> dict[str, np.ndarray]:
     """medium or expert arrays: from their file when it was generated with the same size and seed, else in memory."""
-    from o2o.data import read_hdf5
-
     fam = spec.family
     path = data_dir() / f"{fam}-{quality}.hdf5"
     if path.exists() and _matches(_read_meta(path), size, seed, behaviour_id(fam, quality, seed)):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from o2o.buffer import ReplayBuffer
-from o2o.cli import Presets, RunConfig, config_yaml, configure, default_out, steps
+from o2o.cli import Presets, RunConfig, config_yaml, configure, default_out, renamed_fields, steps
 from o2o.data import load_dataset
 from o2o.envs import make_env
 from o2o.evaluation import evaluate_members
@@ -296,8 +296,11 @@ def identity(algorithm: str, cfg: LoopConfig, dataset_sha256: str) -> dict[str, 
             **{f"config.{k}": v for k, v in config_dict(cfg).items() if k not in SAFE_TO_CHANGE}}
 
 
-def identity_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """`name: old -> new` for every identity entry that differs."""
+def identity_changes(saved: dict[str, Any], now: dict[str, Any], cls: type | None = None) -> list[str]:
+    """`name: old -> new` for every identity entry that differs; a checkpoint's config fields written under names
+    that `cls` has since renamed (its RENAMED tables) are compared under the current names."""
+    renamed = {f"config.{old}": f"config.{new}" for old, new in (renamed_fields(cls) if cls else {}).items()}
+    saved = {renamed.get(k, k): v for k, v in saved.items()}
     keys = sorted(set(saved) | set(now))
     return [f"{k.removeprefix('config.')}: {saved.get(k)!r} -> {now.get(k)!r}" for k in keys
             if _norm(saved.get(k)) != _norm(now.get(k))]
@@ -363,7 +366,7 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
             warn(f"--resume: no checkpoint in {dirs[0] if n_seeds == 1 else dirs[0].parent}; starting from scratch")
         else:
             for d, st, ident in zip(dirs, loaded, identities):
-                changes = identity_changes(st.get("identity", {}), ident)
+                changes = identity_changes(st.get("identity", {}), ident, type(cfg))
                 if changes:
                     raise CheckpointError(f"--resume: {d / 'checkpoint.pt'} was trained with other settings ("
                                           f"{'; '.join(changes)}); use another --out, or --force to start afresh")

@@ -4,6 +4,14 @@ Sources: `paper` (the algorithm's paper), `corl` (CORL's per-dataset configs, fi
 seeds' released code). Each file names its source in its first comment lines. For a run, the first file that exists
 of, in order: `finetune/<dataset>.yaml` and `finetune/<domain>.yaml` (runs with online steps only), `<dataset>.yaml`,
 `<domain>.yaml`, in the requested source, then in the algorithm's fallback sources (with a note on stderr).
+
+Presets in layers (`layered_preset`, Uni-O4 and PPO, whose official scripts set a domain's values, then a family's,
+then a dataset's): every file that exists of a list of names, e.g. `<domain>.yaml`, `<family>.yaml`,
+`<dataset stem>.yaml`, merged in that order (a later file overrides an earlier one), from the first source that has
+any of them.
+
+Besides the three sources, an algorithm may name a source of its own for a second set of published settings; PPO has
+`unio4` (Uni-O4's online phase, ppo_finetune/), beside `official` (CleanRL's ppo_continuous_action.py).
 """
 
 from __future__ import annotations
@@ -46,11 +54,11 @@ def find_preset(algorithm: str, spec: DatasetSpec, source: str, fallback: Sequen
 
 
 def read_preset(path: Path) -> dict[str, Any]:
-    """A preset file's fields (an empty file is an empty preset)."""
+    """A preset file's fields (an empty file is an empty preset); YAML lists become tuples, as config fields hold."""
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a preset is a mapping of field: value")
-    return data
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 def load_preset(algorithm: str, spec: DatasetSpec, source: str, fallback: Sequence[str] = (),
@@ -79,3 +87,23 @@ def run_preset(algorithm: str, cfg: Any, spec: DatasetSpec, fallback: Sequence[s
     if finetune:
         preset.setdefault("online_steps", finetune_steps)
     return preset
+
+
+def layered_preset(algorithm: str, names: Sequence[str], source: str, fallback: Sequence[str] = (),
+                   what: str = "") -> dict[str, Any]:
+    """The fields of `<name>.yaml` for every name whose file exists in configs/<algorithm>/<source>/, merged in order
+    (later names override earlier ones): a preset in layers. The first of `source`, then `fallback`, that has any of
+    the files is used; a fallback source is announced on stderr (naming `what`, the dataset). Names are file stems
+    (dataset_file_name: no '/' or ':'); an empty result when no source has any."""
+    stems = list(dict.fromkeys(dataset_file_name(n) for n in names))
+    for src in dict.fromkeys([source, *fallback]):
+        paths = [p for p in (CONFIGS / algorithm / src / f"{n}.yaml" for n in stems) if p.is_file()]
+        if paths:
+            if src != source:
+                print(f"note: {algorithm} has no {source} preset for {what or stems[-1]}; using its {src} preset",
+                      file=sys.stderr, flush=True)
+            out: dict[str, Any] = {}
+            for path in paths:
+                out.update(read_preset(path))
+            return out
+    return {}

@@ -1,4 +1,8 @@
-"""Registry of every D4RL dataset of the four domains: URL, evaluation env, reference returns, known file content."""
+"""Registry of every D4RL dataset of the four domains: URL, evaluation env, reference returns, known file content.
+
+Also the names of the Minari ids and `local:` datasets of those domains. `o2o.specs.get_spec` turns any dataset name
+into its DatasetSpec.
+"""
 
 from __future__ import annotations
 
@@ -282,32 +286,6 @@ def is_file_name(name: str) -> bool:
     if name.startswith(("local:", "minari:")):
         return False
     return "/" in name or os.sep in name or bool(Path(name).suffix) or Path(name).exists()
-
-
-def get_spec(name: str) -> DatasetSpec:
-    """Spec of a registered D4RL name, a 'local:' name or a 'minari:' id; a clear KeyError otherwise (a file path
-    asks for --env).
-
-    A Minari spec is read from the local copy of the dataset (`o2o.data.minari_spec`); nothing is downloaded here.
-    """
-    if name.startswith("local:"):
-        return local_spec(name)
-    if name.startswith("minari:"):
-        from o2o.data import DatasetError, minari_spec
-
-        try:
-            return minari_spec(name.split(":", 1)[1])
-        except DatasetError as e:
-            raise KeyError(str(e)) from None
-    if name in REGISTRY:
-        return REGISTRY[name]
-    if is_file_name(name):
-        raise KeyError(f"{name}: a dataset file needs its evaluation environment: add --env <gymnasium id>")
-    import difflib
-
-    close = difflib.get_close_matches(name, REGISTRY, n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else " Run `python -m o2o.data list` for all names."
-    raise KeyError(f"unknown dataset {name!r}.{hint}")
 
 
 def spec_for_env(name: str, env_id: str, family: str | None = None) -> DatasetSpec:

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from o2o.data import Dataset
+from o2o.dataset import Dataset
 
 
 @dataclass(frozen=True)

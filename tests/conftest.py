@@ -37,7 +37,7 @@ def random_policy(act_dim: int, scale: float = 1.0):
 def hopper_arrays() -> dict[str, np.ndarray]:
     """1500 transitions of a random policy on the hopper evaluation env, in D4RL's layout."""
     from o2o.generate import rollout
-    from o2o.registry import get_spec
+    from o2o.specs import get_spec
 
     return rollout(get_spec("hopper-medium-v2"), random_policy(3), 1500, seed=0)
 
@@ -45,7 +45,7 @@ def hopper_arrays() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def hopper_file(tmp_path_factory, hopper_arrays) -> str:
     """Path of an HDF5 file holding hopper_arrays."""
-    from o2o.generate import write_d4rl_hdf5
+    from o2o.hdf5 import write_d4rl_hdf5
 
     path = tmp_path_factory.mktemp("data") / "hopper_tiny.hdf5"
     write_d4rl_hdf5(path, hopper_arrays, {"policy": "random"})
@@ -66,8 +66,8 @@ def train_agent(mod, cfg, data: dict[str, np.ndarray], steps: int, seeds=(0,), m
 
     from o2o import loop
     from o2o.buffer import ReplayBuffer
-    from o2o.registry import get_spec
     from o2o.rng import MemberRNG
+    from o2o.specs import get_spec
 
     seeds = list(seeds)
     obs_dim, act_dim = data["obs"].shape[1], data["act"].shape[1]

@@ -5,25 +5,50 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
 import tyro._docstrings
 
-from algorithms import famo2o, template
-from baselines import awac, cql, iql
+from algorithms import famo2o, template, uni_o4
+from baselines import awac, cql, iql, ppo
 from o2o.cli import RunConfig, apply_budget, config_yaml, configure, field_types
 from o2o.loop import LoopConfig
 
 ENGINE_CONFIGS = [RunConfig, LoopConfig, iql.IQLConfig, awac.AWACConfig, cql.CQLConfig, famo2o.FamO2OConfig,
                   template.BCConfig]
+# every algorithm file: its command line and its config class
+FILES = {"iql": (iql, iql.IQLConfig), "awac": (awac, awac.AWACConfig), "cql": (cql, cql.CQLConfig),
+         "ppo": (ppo, ppo.PPOConfig), "famo2o": (famo2o, famo2o.FamO2OConfig),
+         "uni_o4": (uni_o4, uni_o4.UniO4Config), "template": (template, template.BCConfig)}
 
 
-@pytest.mark.parametrize("cls", ENGINE_CONFIGS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", ENGINE_CONFIGS + [ppo.PPOConfig, uni_o4.UniO4Config], ids=lambda c: c.__name__)
 def test_every_field_has_a_description(cls):
     """--help shows each field's comment (or docstring): none may be missing."""
     missing = [f.name for f in dataclasses.fields(cls) if not tyro._docstrings.get_field_docstring(cls, f.name, ())]
     assert missing == []
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_help_of_every_file_describes_every_field(name, capsys, monkeypatch):
+    """Each file's `--help` lists every field of its config (the engine's and RunConfig's included) with its
+    description: the flag, then the description's words."""
+    module, cls = FILES[name]
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    undescribed = []
+    for f in dataclasses.fields(cls):
+        doc = " ".join((tyro._docstrings.get_field_docstring(cls, f.name, ()) or "").split())
+        at = re.search(rf"^[│ ]*--{f.name.replace('_', '-')}(?=\s)", out, re.M)  # the flag's entry in the list
+        entry = " ".join(re.sub(r"[│╭╮╰╯─]", " ", out[at.start():at.start() + 2000]).split()) if at else ""
+        if not doc or doc[:40] not in entry[:200 + len(doc)]:
+            undescribed.append(f.name)
+    assert undescribed == []
 
 
 def test_help_shows_descriptions_and_allowed_values(capsys):

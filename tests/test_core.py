@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from o2o.cli import RunConfig, apply_budget, parse_config, steps
-from o2o.data import from_arrays
+from o2o.dataset import from_arrays
 from o2o.envs import make_env
 from o2o.evaluation import eval_seeds, evaluate
 from o2o.records import EVAL_COLUMNS, RunRecorder, is_finished
-from o2o.registry import get_spec, normalized_score
+from o2o.registry import normalized_score
+from o2o.specs import get_spec
 from o2o.training import Checkpointer, DivergenceError, MetricLog, rng_state, set_rng_state
 from o2o.transforms import ObsNormalizer, RewardTransform, clip_actions, reward_transform
 

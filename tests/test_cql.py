@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from baselines import cql
-from o2o.registry import get_spec
+from o2o.specs import get_spec
 
 from .conftest import random_data, train_agent
 

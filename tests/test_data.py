@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from o2o import data
-from o2o.data import DatasetError, from_arrays, load_dataset, load_file
-from o2o.generate import write_d4rl_hdf5
-from o2o.registry import REGISTRY, get_spec, normalized_score
+from o2o.data import load_dataset, load_file
+from o2o.dataset import DatasetError, from_arrays
+from o2o.hdf5 import write_d4rl_hdf5
+from o2o.registry import REGISTRY, normalized_score
+from o2o.specs import get_spec
 
 
 def test_registry_covers_the_four_domains():

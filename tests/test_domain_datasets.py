@@ -11,8 +11,9 @@ from o2o import data
 from o2o.consistency import check_dataset
 from o2o.data import load_dataset
 from o2o.evaluation import episode_success, evaluate
-from o2o.generate import rollout, write_d4rl_hdf5
-from o2o.registry import get_spec
+from o2o.generate import rollout
+from o2o.hdf5 import write_d4rl_hdf5
+from o2o.specs import get_spec
 
 from .conftest import random_policy
 

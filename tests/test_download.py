@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from o2o import download as dl
-from o2o.registry import REGISTRY, DatasetSpec, get_spec
+from o2o.registry import REGISTRY, DatasetSpec
+from o2o.specs import get_spec
 
 DATA = bytes(range(256)) * 1200 + b"tail"  # 307204 bytes, not a multiple of anything
 NAME = "hopper_medium-v2.hdf5"
@@ -489,7 +490,7 @@ def test_pinned_checksum_is_honoured(server: tuple[str, ServerState], monkeypatc
 
 
 def test_bad_checksums_file_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from o2o.data import DatasetError
+    from o2o.dataset import DatasetError
 
     bad = tmp_path / "pins.txt"
     bad.write_text("abc hopper_medium-v2.hdf5\n")

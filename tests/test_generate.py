@@ -9,7 +9,8 @@ import torch
 from behaviour import train as behaviour_train
 from o2o import generate
 from o2o.consistency import check_dataset
-from o2o.data import load_dataset, read_hdf5
+from o2o.data import load_dataset
+from o2o.hdf5 import read_hdf5
 
 torch.set_num_threads(1)
 
@@ -142,7 +143,7 @@ def test_committed_behaviour_policies(family):
 def test_random_policy_weights_are_those_the_random_datasets_were_made_with():
     """random_policy_state draws, without the PPO code, exactly the weights baselines.ppo.GaussianActor got under
     torch.manual_seed(seed) when the `random` datasets were first made (values pinned from that actor)."""
-    from o2o.registry import get_spec
+    from o2o.specs import get_spec
 
     state = generate.random_policy_state(get_spec("local:hopper-random"), 0)
     actor = state["actor"]

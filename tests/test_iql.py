@@ -175,8 +175,9 @@ def test_offline_run_records_iql_fields(hopper_file, tmp_path):
 
 
 def test_regret_column_on_a_success_domain(tmp_path):
-    from o2o.generate import rollout, write_d4rl_hdf5
-    from o2o.registry import get_spec
+    from o2o.generate import rollout
+    from o2o.hdf5 import write_d4rl_hdf5
+    from o2o.specs import get_spec
 
     def policy(obs, rng):
         return rng.uniform(-1, 1, size=(len(obs), 24)).astype(np.float32), np.zeros(len(obs), np.float32)

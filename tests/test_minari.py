@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 from o2o import data as D
-from o2o.envs import flatten_observation, make_env
-from o2o.registry import MINARI_DATASETS, REF_SCORES, family_of, get_spec, normalized_score
+from o2o.dataset import DatasetError
+from o2o.envs import make_env
+from o2o.minari_source import flatten_observation
+from o2o.registry import MINARI_DATASETS, REF_SCORES, family_of, normalized_score
+from o2o.specs import get_spec
 
 minari = pytest.importorskip("minari")
 
@@ -171,7 +174,7 @@ def test_scores_use_the_dataset_reference_returns_else_d4rl():
 
 def test_layout_mismatch_fails_in_one_line(capsys: pytest.CaptureFixture[str]):
     """A dataset whose flattened observation differs from its env's is refused, in one line, by every entry point."""
-    with pytest.raises(D.DatasetError, match=r"flatten to 10/3 dims but its evaluation env Hopper-v5 gives 11/3"):
+    with pytest.raises(DatasetError, match=r"flatten to 10/3 dims but its evaluation env Hopper-v5 gives 11/3"):
         D.load_dataset("minari:mujoco/hopper/dropped-v0")
     assert D.main(["info", "minari:mujoco/hopper/dropped-v0"]) == 2
     err = capsys.readouterr().err

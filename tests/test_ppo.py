@@ -93,8 +93,8 @@ def bandit_spec():
 
 def test_ppo_improves_on_a_bandit(tmp_path, bandit_spec):
     cfg = ppo.PPOConfig(dataset="bandit", seed=0, total_steps=4096, num_envs=8, rollout_steps=128,
-                        minibatch_size=256, epochs=10, actor_lr=1e-2, critic_lr=1e-2, norm_obs=False,
-                        norm_reward=False, eval_every=10**9, log_every=10**9, hidden=(32,), critic_hidden=(32,))
+                        minibatch_size=256, epochs=10, actor_lr=1e-2, critic_lr=1e-2, normalize_states=False,
+                        normalize_rewards=False, eval_every=10**9, log_every=10**9, hidden=(32,), critic_hidden=(32,))
     agent = ppo.make_agent(cfg, bandit_spec)
     rec = RunRecorder(tmp_path, "ppo", "bandit", 0, {})
     res = ppo.run_ppo(cfg, bandit_spec, agent, recorders=[rec], evaluator=None)[0]
@@ -187,13 +187,15 @@ def test_divergence_is_recorded(tmp_path, monkeypatch):
 
 
 def test_unio4_preset():
-    from o2o.registry import get_spec
+    from o2o.specs import get_spec
 
-    p = ppo.presets(get_spec("hopper-medium-v2"), "unio4")
+    unio4 = ppo.PPOConfig(preset="unio4")
+    p = ppo.presets(unio4, get_spec("hopper-medium-v2"))
     assert p["rollout_steps"] == 2048 and p["minibatch_size"] == 128 and p["clip"] == 0.05
     assert p["actor_lr"] == 2e-5 and p["critic_lr"] == 2e-4 and p["ent_coef"] == 0.01
-    assert ppo.presets(get_spec("pen-human-v1"), "unio4")["minibatch_size"] == 256
-    assert ppo.presets(get_spec("hopper-medium-v2"), "cleanrl") == {}
+    assert ppo.presets(unio4, get_spec("pen-human-v1"))["minibatch_size"] == 256
+    official = ppo.presets(ppo.PPOConfig(), get_spec("hopper-medium-v2"))  # CleanRL's values: the defaults
+    assert dataclasses.replace(ppo.PPOConfig(), **official) == ppo.PPOConfig()
 
 
 def test_packed_seeds_get_the_records_they_get_alone(tmp_path):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from algorithms import famo2o
 from baselines import awac, cql, iql
 from o2o.cli import configure
 from o2o.presets import CONFIGS
+from o2o.specs import get_spec
 
 _IQL_COMMON = dict(actor_lr=3e-4, batch_size=256, buffer_size=10_000_000, discount=0.99, eval_freq=5000,
                    max_timesteps=1_000_000, n_episodes=10, normalize=True, qf_lr=3e-4, vf_lr=3e-4)
@@ -96,6 +99,34 @@ def test_cql_corl_actor_gets_corls_init():
     assert configure(cql.CQLConfig, None, []).actor_orthogonal_init  # JaxCQL's orthogonal actor by default
 
 
+def _cql_output_singular_values(args: list[str]) -> dict[str, torch.Tensor]:
+    """Singular values of the output layers of the CQL networks that --preset corl builds for `args`."""
+    from o2o.loop import Setup
+
+    cfg = configure(cql.CQLConfig, cql.presets, args)
+    spec = get_spec(cfg.dataset)
+    setup = Setup([0], spec, spec.obs_dim, spec.act_dim, 1.0, torch.device("cpu"), np.zeros((1, spec.obs_dim)))
+    agent = cql.CQL(cfg, setup)
+    layers = {"actor": agent.actor.net.layers[-1], "critic": agent.critic.net.layers[-1]}
+    return {k: torch.linalg.svdvals(layer.weight[0]) for k, layer in layers.items()} | {
+        "bias": torch.cat([layer.bias.flatten() for layer in layers.values()])}
+
+
+def test_cql_corl_finetune_output_layers_get_gain_sqrt2():
+    """CORL's finetune cql.py initialises every layer of the actor and both critics orthogonally with gain √2, the
+    output layers too (an orthogonal W of gain g has every singular value g); its offline file keeps 1e-2 on the
+    critics' output layer and a xavier one (not orthogonal) on the actor's."""
+    online = _cql_output_singular_values(["--dataset", "pen-cloned-v1", "--online-steps", "10"])
+    for name in ("actor", "critic"):
+        assert torch.allclose(online[name], torch.full_like(online[name], math.sqrt(2.0)), rtol=1e-5), name
+    assert online["actor"].numel() == 2 * get_spec("pen-cloned-v1").act_dim  # μ and log σ rows, one layer
+    assert not online["bias"].any()
+    offline = _cql_output_singular_values(["--dataset", "pen-cloned-v1"])
+    assert torch.allclose(offline["critic"], torch.tensor([1e-2]))
+    assert offline["actor"].max() < 0.05 and not torch.allclose(offline["actor"], offline["actor"][:1].expand(
+        offline["actor"].shape))  # xavier-uniform 1e-2: small, not orthogonal
+
+
 def test_finetune_files_and_the_online_switch():
     off = configure(cql.CQLConfig, cql.presets, ["--dataset", "pen-cloned-v1"])
     on = configure(cql.CQLConfig, cql.presets, ["--dataset", "pen-cloned-v1", "--online-steps", "10"])
@@ -108,10 +139,11 @@ def test_finetune_files_and_the_online_switch():
 def test_every_preset_file_names_its_source_and_sets_known_fields():
     classes = {"iql": iql.IQLConfig, "awac": awac.AWACConfig, "cql": cql.CQLConfig,
                "famo2o_iql": famo2o.FamO2OConfig, "famo2o_awac": famo2o.FamO2OConfig}
-    from algorithms import template
+    from algorithms import template, uni_o4
+    from baselines import ppo
     from o2o.cli import field_types
     from o2o.presets import read_preset
-    classes["bc"] = template.BCConfig
+    classes.update(bc=template.BCConfig, uni_o4=uni_o4.UniO4Config, ppo=ppo.PPOConfig)
     files = sorted(CONFIGS.rglob("*.yaml"))
     assert len(files) > 150
     for path in files:

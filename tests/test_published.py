@@ -13,7 +13,7 @@ from analysis.published import (
     load_totals,
     validate_published,
 )
-from o2o.registry import get_spec
+from o2o.specs import get_spec
 
 TOL = 0.15
 FILES = sorted(p.name for p in PUBLISHED_DIR.glob("*.csv") if p.name != "totals.csv")

@@ -22,7 +22,8 @@ from analysis import aggregate, figures, tables
 from analysis.collect import collect
 from analysis.header import behaviour_scores, display_names, report_header
 from analysis.report import build_report, default_columns
-from o2o.generate import behaviour_score, data_dir, write_d4rl_hdf5
+from o2o.generate import behaviour_score, data_dir
+from o2o.hdf5 import write_d4rl_hdf5
 from o2o.records import RunRecorder, device_name
 from o2o.suite import reporting
 

@@ -225,7 +225,7 @@ def test_dynamics_ensemble_fits_a_linear_system_and_picks_elites():
 
 
 def test_termination_functions_follow_gymnasium_health_checks():
-    from o2o.registry import get_spec
+    from o2o.specs import get_spec
 
     hop = U.termination_fn(get_spec("hopper-medium-v2"))
     s = torch.zeros(4, 11)
@@ -268,7 +268,7 @@ def test_am_q_ranks_policies_like_their_true_return():
     data = U.OfflineData(obs=obs, act=act, rew=rew, next_obs=nxt, next_act=act, not_done=nd, mc_return=None,
                          raw_obs=obs, raw_next_obs=nxt, bc_index=torch.arange(len(obs)), obs_mean=torch.zeros(1),
                          obs_std=torch.ones(1), normalizer=None, reward_fn=None)
-    cfg = U.UniO4Config(q_hidden=64, q_depth=2, v_hidden=64, v_depth=2, q_lr=1e-3, v_lr=1e-3, gamma=0.9,
+    cfg = U.UniO4Config(q_hidden=64, q_depth=2, v_hidden=64, v_depth=2, critic_lr=1e-3, value_lr=1e-3, discount=0.9,
                         dyn_members=5, dyn_elites=3, dyn_hidden=(32, 32), dyn_weight_decay=(2.5e-5, 5e-5, 1e-4),
                         dyn_patience=5, dyn_max_epochs=30, dyn_lr=3e-3)
     critic = U.ValueLearner(cfg, 1, 1, [0])
@@ -409,7 +409,7 @@ def test_fit_critic_hook_and_a_critic_cached_from_outside_is_reused(tmp_path, ho
     (summary,) = U.train(cfg)
     assert summary["status"] == "finished", summary["error"]
     assert key in summary["extra"]["cache_hits"]
-    other = dataclasses.replace(cfg, q_lr=3e-4)  # another critic setting is not served this one
+    other = dataclasses.replace(cfg, critic_lr=3e-4)  # another critic setting is not served this one
     assert U.stage_keys(other)["critic"] != key
 
 
@@ -441,11 +441,11 @@ def test_command_line_help_and_presets(capsys):
     with pytest.raises(SystemExit):
         U.main(["--help"])
     assert "--bc-disagreement" in capsys.readouterr().out
-    from o2o.cli import parse_config
+    from o2o.cli import configure
 
-    cfg = parse_config(U.UniO4Config, U.presets, ["--dataset", "antmaze-umaze-v2", "--budget", "smoke"])
+    cfg = configure(U.UniO4Config, U.presets, ["--dataset", "antmaze-umaze-v2", "--budget", "smoke"])
     assert cfg.omega == 0.9 and cfg.reward_kind == "unio4_antmaze" and cfg.ope_horizon == 10  # smoke caps it
-    cfg = parse_config(U.UniO4Config, U.presets, ["--dataset", "hopper-medium-expert-v2", "--omega", "0.6"])
+    cfg = configure(U.UniO4Config, U.presets, ["--dataset", "hopper-medium-expert-v2", "--omega", "0.6"])
     assert cfg.value_method == "mc_sarsa" and cfg.omega == 0.6 and cfg.critic_steps == 2_000_000
     with pytest.raises(ValueError):
         U.check_config(dataclasses.replace(cfg, bc_disagreement="both"))

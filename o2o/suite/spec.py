@@ -97,7 +97,8 @@ class _Checker:
         return tuple(value)
 
     def datasets(self, value: Any, key: str) -> tuple[str, ...]:
-        from o2o.registry import family_of, get_spec
+        from o2o.registry import family_of
+        from o2o.specs import get_spec
 
         if not isinstance(value, list) or not value or not all(isinstance(d, str) for d in value):
             raise self.fail(key, f"must be a non-empty list of dataset names, not {value!r}")

@@ -15,7 +15,7 @@ so this script measures it directly on a finished run (its cached critic and BC 
 
   python results/uni_o4/advantage_check.py check RUN_DIR [--states 48 --actions 8 --horizon 300 --member 0]
       scores the run's cached critic; writes RUN_DIR/advantage_check.json
-  python results/uni_o4/advantage_check.py curve RUN_DIR --out DIR [--critic-steps N --q-lr X --v-lr X ...]
+  python results/uni_o4/advantage_check.py curve RUN_DIR --out DIR [--critic-steps N --critic-lr X --value-lr X ...]
       trains a critic with other settings on the same data, scored every --every steps (DIR/advantage_curve.json),
       and caches it in DIR/cache with links to the run's dynamics and BC caches, so that uni_o4.py with the run's
       flags plus the new critic flags and --out DIR goes on from there
@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from algorithms import uni_o4 as U  # noqa: E402
+from o2o.cli import renamed_fields  # noqa: E402
 from o2o.consistency import restore  # noqa: E402
 from o2o.data import load_dataset  # noqa: E402
 from o2o.envs import make_env  # noqa: E402
@@ -48,7 +49,8 @@ def load_run(run: Path) -> tuple[U.UniO4Config, object, U.OfflineData, U.ValueLe
     summary = read_summary(run)
     if summary is None:
         raise SystemExit(f"{run}: no readable summary.json (not a run directory?)")
-    conf = summary["config"]
+    renamed = renamed_fields(U.UniO4Config)  # a run recorded before the renames too
+    conf = {renamed.get(k, k): v for k, v in summary["config"].items()}
     fields = {f.name for f in dataclasses.fields(U.UniO4Config)}
     conf = {k: tuple(v) if isinstance(v, list) else v for k, v in conf.items() if k in fields}
     conf["seeds"] = ()  # the run directory is one seed's
@@ -102,7 +104,7 @@ def true_table(cfg: U.UniO4Config, ds, data: U.OfflineData, bc: U.BoundedGaussia
             for _ in range(horizon):
                 o, r, term, trunc, _ = env.step(act)
                 ret += disc * float(r)
-                disc *= cfg.gamma
+                disc *= cfg.discount
                 if term or trunc:
                     break
                 with torch.no_grad():
@@ -158,7 +160,8 @@ def curve(args: argparse.Namespace) -> dict:
     """
     cfg0, ds, data, _, bc = load_run(args.run)
     over = {k: v for k, v in {"critic_steps": args.critic_steps, "critic_batch": args.critic_batch,
-                              "q_lr": args.q_lr, "v_lr": args.v_lr, "value_method": args.value_method}.items()
+                              "critic_lr": args.critic_lr, "value_lr": args.value_lr,
+                              "value_method": args.value_method}.items()
             if v is not None}
     cfg = dataclasses.replace(cfg0, out=str(args.out), log_every=args.every, **over)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -199,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--every", type=int, default=25_000, help="critic steps between scores")
     k.add_argument("--critic-steps", type=int)
     k.add_argument("--critic-batch", type=int)
-    k.add_argument("--q-lr", type=float)
-    k.add_argument("--v-lr", type=float)
+    k.add_argument("--critic-lr", type=float, help="Adam lr of the twin Q")
+    k.add_argument("--value-lr", type=float, help="Adam lr of V")
     k.add_argument("--value-method", choices=("iql", "mc_sarsa"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)

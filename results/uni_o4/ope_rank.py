@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from algorithms import uni_o4 as U  # noqa: E402
-from o2o.registry import get_spec  # noqa: E402
 from o2o.rng import MemberRNG  # noqa: E402
+from o2o.specs import get_spec  # noqa: E402
 
 WORK = Path(os.environ.get("UNI_O4_OPE_DIR", "~/.o2o/uni_o4_ope")).expanduser()
 SPEC = get_spec("hopper-medium-v2")
@@ -56,7 +56,8 @@ def behaviour(args: argparse.Namespace) -> None:
 
 
 def data(args: argparse.Namespace) -> None:
-    from o2o.generate import NumpyGaussianPolicy, rollout, write_d4rl_hdf5
+    from o2o.generate import NumpyGaussianPolicy, rollout
+    from o2o.hdf5 import write_d4rl_hdf5
 
     snaps = torch.load(WORK / "ppo_snapshots.pt", weights_only=True)
     order = np.argsort([s["train_return"] for s in snaps])
