@@ -37,10 +37,10 @@ from o2o.suite import (
     AlgorithmEntry,
     Suite,
     SuiteError,
-    _args_for_budget,
-    _cli_value,
-    _display_path,
+    args_for_budget,
+    cli_value,
     default_out,
+    display_path,
     load_suite,
     plan_run,
     report,
@@ -68,7 +68,7 @@ class ContractError(SuiteError):
 # ------------------------------------------------------------------------------------------------------- contract
 def help_flags(file: Path, env: dict[str, str]) -> set[str]:
     """Field names of the flags `python FILE --help` lists (dashes as underscores)."""
-    where = _display_path(file)
+    where = display_path(file)
     try:
         res = subprocess.run([sys.executable, str(file), "--help"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
@@ -89,7 +89,7 @@ def help_flags(file: Path, env: dict[str, str]) -> set[str]:
 def check_flags(file: Path, flags: set[str], fields: list[str]) -> None:
     """ContractError naming the required flags (and table fields) the file's command line lacks."""
     missing = [f for f in REQUIRED_FLAGS if f not in flags]
-    where = _display_path(file)
+    where = display_path(file)
     if missing:
         raise ContractError(f"{where}: no {', '.join('--' + m.replace('_', '-') for m in missing)}: its config "
                             "must inherit o2o.loop.LoopConfig (README, 'Add your algorithm')")
@@ -104,7 +104,7 @@ def probe_command(file: Path, dataset: str, out: Path, args: dict[str, Any], onl
     """The probe run: PROBE_SEEDS packed, a few steps of each phase the table has, one evaluation episode."""
     cmd = [sys.executable, str(file)]
     for key, value in args.items():
-        cmd += [f"--{key.replace('_', '-')}", _cli_value(value)]
+        cmd += [f"--{key.replace('_', '-')}", cli_value(value)]
     cmd += ["--dataset", dataset, "--seeds", ",".join(map(str, PROBE_SEEDS)), "--out", str(out),
             "--budget", "smoke", "--offline-steps", str(PROBE_OFFLINE_STEPS),
             "--online-steps", str(PROBE_ONLINE_STEPS if online else 0), "--eval-every", str(PROBE_OFFLINE_STEPS),
@@ -153,7 +153,7 @@ def check_contract(file: Path, dataset: str, args: dict[str, Any], device: str |
                    stream: TextIO | None = None) -> str:
     """Check `file` against the contract (command line, then a probe's records); return its algorithm name."""
     stream = stream or sys.stdout
-    where = _display_path(file)
+    where = display_path(file)
     if not file.is_file() or file.suffix != ".py":
         raise ContractError(f"{where}: no such Python file")
     env = worker_env(1)
@@ -203,7 +203,7 @@ def compare_suite(suite: Suite, name: str, file: Path, datasets: tuple[str, ...]
     """The table with `name` added (its compare_args, the table's seeds) and every algorithm on `datasets` only."""
     taken = {_key(a): a for a in suite.algorithms}
     if _key(name) in taken:
-        raise ContractError(f"{_display_path(file)}: its records name the algorithm {name!r}, as the table's "
+        raise ContractError(f"{display_path(file)}: its records name the algorithm {name!r}, as the table's "
                             f"{taken[_key(name)]!r}: rename ALGORITHM in the file")
     algos = {}
     for entry in suite.algorithms.values():
@@ -234,9 +234,9 @@ def claim_runs_dir(runs: Path, name: str, file: Path) -> None:
     except (OSError, json.JSONDecodeError):
         old = None
     if isinstance(old, dict) and old.get("sha256") not in (None, digest):
-        raise ContractError(f"{_display_path(runs / name)} holds runs of another version of {old.get('file')}: "
-                            f"delete that folder, or rename ALGORITHM, to compare {_display_path(file)}")
-    atomic_write(path, json.dumps({"file": _display_path(file), "sha256": digest}, indent=2) + "\n")
+        raise ContractError(f"{display_path(runs / name)} holds runs of another version of {old.get('file')}: "
+                            f"delete that folder, or rename ALGORITHM, to compare {display_path(file)}")
+    atomic_write(path, json.dumps({"file": display_path(file), "sha256": digest}, indent=2) + "\n")
 
 
 def missing_baselines(suite: Suite, name: str, runs: Path, budget: str) -> dict[str, tuple[int, int]]:
@@ -269,16 +269,16 @@ def compare(table: str | Path, file: str | Path, budget: str | None = None, data
         raise SuiteError(f"budget must be one of {', '.join(BUDGETS)}, not {budget!r}")
     file = Path(file).expanduser().resolve()
     chosen = select_datasets(suite, datasets)
-    args = _args_for_budget(suite.compare_args, budget)
+    args = args_for_budget(suite.compare_args, budget)
     name = check_contract(file, chosen[0], args, device, stream)
     both = compare_suite(suite, name, file, chosen)
     runs = Path(runs) if runs else default_out(suite)
-    print(f"{_display_path(file)} honours the contract; its runs: {_display_path(runs / name)}", file=stream)
+    print(f"{display_path(file)} honours the contract; its runs: {display_path(runs / name)}", file=stream)
     claim_runs_dir(runs, name, file)
     lacking = missing_baselines(both, name, runs, budget)
     for algo, (n, total) in lacking.items():
         what = "run now" if baselines else "--baselines runs them"
-        print(f"  {algo}: {n} of {total} runs not finished at budget {budget} in {_display_path(runs)}: {what}",
+        print(f"  {algo}: {n} of {total} runs not finished at budget {budget} in {display_path(runs)}: {what}",
               file=stream)
     result = run_suite(both, budget=budget, workers=workers, out=runs, only=None if baselines else name,
                        device=device, threads=threads, stream=stream, pack=pack)
@@ -290,9 +290,9 @@ def compare(table: str | Path, file: str | Path, budget: str | None = None, data
         options += ["--datasets", ",".join(chosen)]
     rc = report(both, runs, out, stream, options)
     if rc == 0 and (out / "README.md").is_file():
-        print(f"report of {name} against {suite.name}: {_display_path(out / 'README.md')}", file=stream, flush=True)
+        print(f"report of {name} against {suite.name}: {display_path(out / 'README.md')}", file=stream, flush=True)
     if not result.ok:
-        print(f"warning: {len(result.failed)} run(s) failed; see {_display_path(runs / 'failures.csv')}",
+        print(f"warning: {len(result.failed)} run(s) failed; see {display_path(runs / 'failures.csv')}",
               file=sys.stderr)
         return 1
     return rc

@@ -22,6 +22,7 @@ from analysis.report import build_report, select_runs, versus_pairs
 from o2o import compare as C
 from o2o import suite as S
 from o2o.generate import generate
+from o2o.suite import reporting
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -124,7 +125,7 @@ def test_readme_compare_sets_the_renamed_template_beside_the_baselines(tmp_path,
 
     # the same comparison again reuses every run (nothing runs); a changed file is refused before anything runs
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(S, "report_command", lambda: None)
+    monkeypatch.setattr(reporting, "report_command", lambda: None)
     lines = []
     assert C.compare("tiny.yaml", "mine.py", stream=_Lines(lines)) == 0
     assert any("2 runs, 0 to run" in ln and "2 skipped" in ln for ln in lines), lines

@@ -25,6 +25,7 @@ from analysis.report import build_report, default_columns
 from o2o.generate import behaviour_score, data_dir
 from o2o.hdf5 import write_d4rl_hdf5
 from o2o.records import RunRecorder, device_name
+from o2o.suite import reporting
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_REPORT = Path(__file__).parent / "fixtures" / "fake_report.py"
@@ -370,7 +371,7 @@ def test_report_files_hold_no_absolute_path(small_root, tmp_path, monkeypatch, c
     assert "Run records: `../runs`" in (out / "README.md").read_text()
     # the suite runner hands the report relative paths when they are under the working directory
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(S, "report_command", lambda: [sys.executable, str(FAKE_REPORT)])
+    monkeypatch.setattr(reporting, "report_command", lambda: [sys.executable, str(FAKE_REPORT)])
     suite = S.load_suite("quickstart", check_files=False)
     assert S.report(suite, small_root.resolve()) == 0
     args = json.loads((tmp_path / "table.md").read_text())

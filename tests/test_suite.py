@@ -9,13 +9,18 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
 from o2o import suite as S
-from o2o.records import RunRecorder, is_finished, read_summary
+from o2o.records import LOCK_FILE, RunRecorder, is_finished, read_summary
+from o2o.suite import fields as suite_fields
+from o2o.suite import plan as suite_plan
+from o2o.suite import reporting
+from o2o.suite import spec as suite_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = Path(__file__).with_name("fake_algo.py")
@@ -91,9 +96,45 @@ def test_schema_errors_name_the_file_and_key(tmp_path: Path, body: dict | str, k
         S.load_suite(path)
     msg = str(err.value)
     assert "\n" not in msg
-    assert msg.startswith(S._display_path(path) + ": "), msg
+    assert msg.startswith(S.display_path(path) + ": "), msg
     assert key in msg, msg
     assert words in msg, msg
+
+
+WRONG_TYPES = {"name": "a b", "description": 3, "budget": 1, "seeds": "0,1", "min_seeds": "5",
+               "datasets": "hopper-medium-v2", "args": [1], "published": 3, "compare_args": "x", "algorithms": ["a"]}
+WRONG_ENTRY_TYPES = {"file": 3, "args": [1], "datasets": "hopper-medium-v2", "seeds": "0,1"}
+
+
+@pytest.mark.parametrize("key", [*(f"top.{k}" for k in WRONG_TYPES), *(f"entry.{k}" for k in WRONG_ENTRY_TYPES)])
+def test_each_key_of_the_typed_schema_refuses_a_wrong_type_in_one_line(tmp_path: Path, key: str,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every key the schema declares (SuiteFile, AlgorithmFile) checks its value's type: `validate` prints one line
+    naming the file and the key, and exits 1."""
+    assert set(WRONG_TYPES) == {f.name for f in fields(S.SuiteFile)}  # the table covers the whole schema
+    assert set(WRONG_ENTRY_TYPES) == {f.name for f in fields(S.AlgorithmFile)}
+    level, name = key.split(".")
+    body = with_(**{name: WRONG_TYPES[name]}) if level == "top" else algo(**{name: WRONG_ENTRY_TYPES[name]})
+    path = write_suite(tmp_path, body)
+    assert S.main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    where = name if level == "top" else f"algorithms.a.{name}"
+    assert len(err) == 1 and err[0].startswith(f"error: {S.display_path(path)}: {where}: "), err
+
+
+def test_the_typed_schema_normalises_a_suite_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """parse_suite_file gives typed values: a seed count as a tuple, `{a,b}` expanded, a bare path as an entry; an
+    unknown key names the allowed ones (the schema's fields, in order)."""
+    body = {"seeds": 2, "datasets": ["{hopper,walker2d}-medium-v2"], "algorithms": {"a": str(FAKE)}}
+    raw = suite_spec.parse_suite_file(body, tmp_path / "s.yaml")
+    assert raw == S.SuiteFile(seeds=(0, 1), datasets=("hopper-medium-v2", "walker2d-medium-v2"),
+                              algorithms={"a": S.AlgorithmFile(file=str(FAKE))})
+    assert (raw.budget, raw.min_seeds, raw.args, raw.published) == ("full", 1, {}, None)
+    path = write_suite(tmp_path, with_(datasetz=["x"]))
+    assert S.main(["validate", str(path)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: {S.display_path(path)}: datasetz: unknown key; allowed: name, description, budget, seeds, "
+        "min_seeds, datasets, args, published, compare_args, algorithms")
 
 
 def test_valid_suite_expands_seeds_braces_shorthand_and_budget_args(tmp_path: Path) -> None:
@@ -134,6 +175,35 @@ def test_args_checked_against_the_algorithm_fields(tmp_path: Path) -> None:
     s = S.load_suite(write_suite(tmp_path, algo(args={"die_at": 2, "dye_at": 2})))
     problems = S.unknown_args(s)
     assert len(problems) == 1 and "algorithms.a.args.dye_at" in problems[0]
+
+
+def test_config_fields_are_cached_until_a_source_file_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fields read from an algorithm file are kept in the cache file: a later command reads them without starting a
+    subprocess, until the file or a module its import loaded (here its config's module) changes; a corrupt cache
+    file is read around."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(suite_fields.subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
+    helper = tmp_path / "mycfg.py"
+    helper.write_text("from dataclasses import dataclass\n\nfrom o2o.cli import RunConfig\n\n\n@dataclass\n"
+                      "class MyConfig(RunConfig):\n    alpha: float = 1.0\n")
+    file = tmp_path / "mine.py"
+    file.write_text("import sys\nfrom pathlib import Path\n\nsys.path.insert(0, str(Path(__file__).parent))\n"
+                    "from mycfg import MyConfig  # noqa: E402\n")
+
+    def fields_of_a_new_command() -> set[str] | None:
+        monkeypatch.setattr(suite_fields, "_FIELDS_CACHE", {})  # a new process: nothing in memory
+        return suite_fields.config_fields(file)
+
+    assert "alpha" in fields_of_a_new_command() and len(calls) == 1
+    assert suite_fields.cache_file().is_file()
+    assert "alpha" in fields_of_a_new_command() and len(calls) == 1  # from the cache file
+    helper.write_text(helper.read_text() + "    beta: int = 2\n")
+    assert {"alpha", "beta"} <= fields_of_a_new_command() and len(calls) == 2
+    assert "beta" in fields_of_a_new_command() and len(calls) == 2
+    suite_fields.cache_file().write_text("{not json")
+    assert "beta" in fields_of_a_new_command() and len(calls) == 3
 
 
 @pytest.mark.parametrize("name", ["offline", "o2o", "famo2o", "local", "quickstart", "minari"])
@@ -251,7 +321,7 @@ def test_stale_and_busy_runs_are_planned(tmp_path: Path) -> None:
     (Path(run.out) / S.RUN_FILE).write_text(json.dumps({"spec": {**run.spec(), "args": {"tag": "y"}}}))
     plan = S.plan_run(run)
     assert plan.action == "rerun" and "args" in plan.reason
-    with open(Path(run.out) / S.LOCK_FILE, "w") as f:
+    with open(Path(run.out) / LOCK_FILE, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         assert S.plan_run(run).action == "busy"
     assert S.plan_run(run).action == "rerun"
@@ -279,9 +349,9 @@ def test_killed_runner_loses_no_finished_run(tmp_path: Path) -> None:
         if runner.poll() is None:
             runner.kill()
     deadline = time.time() + 15  # the orphaned run dies with its runner and releases its lock
-    while S._locked(dirs[1]) and time.time() < deadline:
+    while suite_plan._locked(dirs[1]) and time.time() < deadline:
         time.sleep(0.1)
-    assert not S._locked(dirs[1])
+    assert not suite_plan._locked(dirs[1])
     assert not is_finished(dirs[1])
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -298,7 +368,7 @@ def test_collect_and_reproduce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
     path = write_suite(tmp_path, with_(seeds=[0, 1], published="corl_*"))
     runs = tmp_path / "res" / "runs"
-    monkeypatch.setattr(S, "report_command", lambda: [sys.executable, str(FAKE_REPORT)])
+    monkeypatch.setattr(reporting, "report_command", lambda: [sys.executable, str(FAKE_REPORT)])
     assert S.main(["reproduce", str(path), "--out", str(runs), "--workers", "2", "--no-prepare"]) == 0
     out = capsys.readouterr().out
     table = pd.read_parquet(tmp_path / "res" / "runs.parquet")
@@ -308,9 +378,27 @@ def test_collect_and_reproduce(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert args == {"runs": str(runs), "out": str(tmp_path / "res"), "published": "corl_*", "suite": "mysuite"}
     assert "table.md" in out and "figure.png" in out
     monkeypatch.undo()
-    monkeypatch.setattr(S, "REPORT_MODULE", "analysis.no_such_report_module")
+    monkeypatch.setattr(reporting, "REPORT_MODULE", "analysis.no_such_report_module")
     assert S.main(["reproduce", str(path), "--out", str(runs), "--no-prepare"]) == 0
     assert "not available yet" in capsys.readouterr().out
+
+
+def test_sweep_progress_is_a_tqdm_bar_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep draws one tqdm bar over its runs on stderr (done/failed/skipped counts beside it) while the run lines
+    stay on stdout; stderr is no terminal here, so the bar is drawn at its start and end only, not every tick."""
+    body = with_(seeds=[0, 1], algorithms={"a": {"file": str(FAKE), "args": {"sleep": 0.25}}})
+    s = S.load_suite(write_suite(tmp_path, body))
+    assert S.run_suite(s, out=tmp_path / "runs", prepare=False).ok
+    out, err = capsys.readouterr()
+    assert "finished  a/local:hopper-medium/seed0" in out and "[mysuite] 2/2 done" in out
+    draws = [d for d in err.replace("\n", "\r").split("\r") if d.strip()]
+    assert 2 <= len(draws) <= 3, draws  # no redraw per tick (the sweep lasts several 0.2 s ticks)
+    assert draws[0].startswith("mysuite:") and "0/2" in draws[0]
+    assert "2/2" in draws[-1] and "done=2, failed=0, skipped=0" in draws[-1] and "s/run" in draws[-1]
+    assert "mysuite:" not in out and "%|" not in out  # no bar on stdout
+    assert S.run_suite(s, out=tmp_path / "runs", prepare=False).ok  # again: every run skipped
+    last = capsys.readouterr().err.strip().split("\r")[-1]
+    assert "2/2" in last and "done=0, failed=0, skipped=2" in last
 
 
 @pytest.mark.ray
@@ -380,7 +468,7 @@ def test_prepare_keeps_a_custom_size_local_dataset(tmp_path: Path, monkeypatch: 
 
 def test_run_directory_of_a_dataset_stays_inside_the_runs_directory(tmp_path: Path) -> None:
     """Dataset names become one directory name (the same rule as the algorithm files' default --out)."""
-    assert S._safe("local:hopper-medium") == "local_hopper-medium" and S._safe("..") == "__"
+    assert suite_spec._safe("local:hopper-medium") == "local_hopper-medium" and suite_spec._safe("..") == "__"
 
 
 # ------------------------------------------------------------------------------------------------ seed packing
