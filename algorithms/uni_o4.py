@@ -1113,7 +1113,7 @@ def ppo_config(cfg: UniO4Config) -> PPOConfig:
     return PPOConfig(
         dataset=cfg.dataset, env=cfg.env, seed=cfg.seed, seeds=tuple(cfg.seeds), out=cfg.out, budget=cfg.budget,
         device=cfg.device, resume=cfg.resume, eval_episodes=cfg.eval_episodes, log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every, total_steps=cfg.online_steps, eval_every=cfg.online_eval_every,
+        checkpoint_every=cfg.checkpoint_every, online_steps=cfg.online_steps, eval_every=cfg.online_eval_every,
         num_envs=1, rollout_steps=cfg.online_rollout, minibatch_size=cfg.online_minibatch, epochs=cfg.online_epochs,
         actor_lr=cfg.online_actor_lr, critic_lr=cfg.online_critic_lr, anneal_lr=True, discount=cfg.discount,
         gae_lambda=cfg.online_gae_lambda, clip=cfg.online_clip, value_clip=cfg.online_clip,

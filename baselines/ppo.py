@@ -91,7 +91,7 @@ class PPOConfig(RunConfig):
     """PPO hyperparameters (defaults: CleanRL's ppo_continuous_action.py); step fields count env steps per seed."""
 
     seeds: tuple[int, ...] = ()  # train these seeds in one process, each in <out>/seed<N>/ (empty: --seed alone)
-    total_steps: int = steps(1_000_000, 4096)  # env steps of training, per seed (CleanRL total_timesteps)
+    online_steps: int = steps(1_000_000, 4096)  # env steps of training, per seed (CleanRL total_timesteps)
     eval_every: int = steps(20_000, 2048)  # env steps between evaluations (checked after each update)
     num_envs: int = 1  # envs per seed (CleanRL num_envs)
     rollout_steps: int = 2048  # steps per env per update (CleanRL num_steps)
@@ -99,7 +99,7 @@ class PPOConfig(RunConfig):
     epochs: int = 10  # passes over each rollout (CleanRL update_epochs)
     actor_lr: float = 3e-4  # actor Adam lr (CleanRL learning_rate)
     critic_lr: float = 3e-4  # critic (V) Adam lr (CleanRL learning_rate)
-    anneal_lr: bool = True  # both lrs decay linearly to 0 over total_steps (CleanRL anneal_lr)
+    anneal_lr: bool = True  # both lrs decay linearly to 0 over online_steps (CleanRL anneal_lr)
     discount: float = 0.99  # γ of the returns and of the reward scaling (CleanRL gamma)
     gae_lambda: float = 0.95  # λ of GAE (CleanRL gae_lambda)
     clip: float = 0.2  # ε of the clipped ratio (CleanRL clip_coef)
@@ -127,7 +127,8 @@ class PPOConfig(RunConfig):
     threads: int = 1  # torch.set_num_threads (0 = torch's default)
 
     RENAMED: ClassVar[dict[str, str]] = {"gamma": "discount", "norm_obs": "normalize_states",
-                                         "norm_adv": "normalize_advantages", "norm_reward": "normalize_rewards"}
+                                         "norm_adv": "normalize_advantages", "norm_reward": "normalize_rewards",
+                                         "total_steps": "online_steps"}
 
 
 def presets(cfg: PPOConfig, spec: DatasetSpec) -> dict[str, Any]:
@@ -469,7 +470,7 @@ def run_ppo(cfg: PPOConfig, spec: DatasetSpec, agent: PPOAgent, *, recorders: Se
         raise ValueError("--target-kl stops one seed's epochs early; train such seeds one per process")
     n_envs, T = cfg.num_envs, cfg.rollout_steps
     batch = n_envs * T  # per seed
-    num_updates = max(cfg.total_steps // batch, 1)
+    num_updates = max(cfg.online_steps // batch, 1)
     envs = make_vector_env(spec, n_seeds * n_envs)
     act_low = envs.single_action_space.low.astype(np.float32)
     act_high = envs.single_action_space.high.astype(np.float32)

@@ -64,7 +64,7 @@ def train_behaviour(family: str, seed: int = 0, total_steps: int = 1_000_000, sn
     """Train a PPO behaviour policy from scratch; keep every snapshot and the executed actions in work_dir/raw.pt."""
     torch.set_num_threads(1)
     work = Path(work_dir or BEHAVIOUR_RUNS / f"{family}-seed{seed}")
-    cfg = PPOConfig(dataset=f"local:{family}-medium", seed=seed, out=str(work), total_steps=total_steps,
+    cfg = PPOConfig(dataset=f"local:{family}-medium", seed=seed, out=str(work), online_steps=total_steps,
                     snapshot_every=snapshot_every, record_actions=True, eval_every=100_000, eval_episodes=5,
                     checkpoint_every=10**12, log_every=50_000, **{**BEHAVIOUR_PPO, **(ppo_overrides or {})})
     spec = get_spec(cfg.dataset)
@@ -143,7 +143,7 @@ def select_behaviour(family: str, raw_path: Path, seed: int = 0, candidates: int
         "medium_replay_transitions": per_env * n_envs,
         "snapshots": [[int(s["env_steps"]), round(float(s["train_return"]), 1)] for s in snaps],
         "ppo": {k: cfg[k] for k in ("num_envs", "rollout_steps", "minibatch_size", "epochs", "actor_lr", "clip",
-                                    "ent_coef", "hidden", "total_steps")},
+                                    "ent_coef", "hidden", "online_steps")},
     }
     (out / f"{family}.json").write_text(json.dumps(info, indent=1) + "\n")
     print(f"[behaviour] {family}: expert {e_ret:.1f} (det {e_det:.1f}), medium {m_ret:.1f} at "

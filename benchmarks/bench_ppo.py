@@ -48,7 +48,7 @@ def test_env_step_hopper(benchmark):
 def _iteration(benchmark, tmp_path, seeds=(0,), **overrides):
     cfg = dataclasses.replace(ppo.PPOConfig(dataset=SPEC.name, eval_every=10**9, log_every=10**9,
                                             checkpoint_every=10**9), **overrides)
-    cfg = dataclasses.replace(cfg, total_steps=cfg.num_envs * cfg.rollout_steps)
+    cfg = dataclasses.replace(cfg, online_steps=cfg.num_envs * cfg.rollout_steps)
     recs = [RunRecorder(tmp_path / f"seed{s}", "ppo", SPEC.name, s, {}) for s in seeds]
     agent = ppo.make_agent(cfg, SPEC, seeds)
 
@@ -56,7 +56,7 @@ def _iteration(benchmark, tmp_path, seeds=(0,), **overrides):
         ppo.run_ppo(cfg, SPEC, agent, recorders=recs, evaluator=None)
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
-    benchmark.extra_info["env_steps_per_iteration"] = cfg.total_steps * len(seeds)
+    benchmark.extra_info["env_steps_per_iteration"] = cfg.online_steps * len(seeds)
 
 
 def test_iteration_cleanrl(benchmark, tmp_path):

@@ -92,7 +92,7 @@ def bandit_spec():
 
 
 def test_ppo_improves_on_a_bandit(tmp_path, bandit_spec):
-    cfg = ppo.PPOConfig(dataset="bandit", seed=0, total_steps=4096, num_envs=8, rollout_steps=128,
+    cfg = ppo.PPOConfig(dataset="bandit", seed=0, online_steps=4096, num_envs=8, rollout_steps=128,
                         minibatch_size=256, epochs=10, actor_lr=1e-2, critic_lr=1e-2, normalize_states=False,
                         normalize_rewards=False, eval_every=10**9, log_every=10**9, hidden=(32,), critic_hidden=(32,))
     agent = ppo.make_agent(cfg, bandit_spec)
@@ -148,10 +148,10 @@ def _csv(path):
 
 def test_smoke_run_writes_records(tmp_path):
     out = tmp_path / "run"
-    assert ppo.main([*SMALL, "--out", str(out), "--total-steps", "1024"]) == 0
+    assert ppo.main([*SMALL, "--out", str(out), "--online-steps", "1024"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["algorithm"] == "ppo"
-    assert summary["env_steps"] == 1024 and summary["config"]["total_steps"] == 1024
+    assert summary["env_steps"] == 1024 and summary["config"]["online_steps"] == 1024
     rows = _csv(out / "evals.csv")
     assert [int(r["env_steps"]) for r in rows] == [512, 1024] and {r["phase"] for r in rows} == {"online"}
     assert all(np.isfinite(float(r["normalized_score"])) for r in rows)
@@ -165,9 +165,9 @@ def test_smoke_run_writes_records(tmp_path):
 def test_resume_continues_from_checkpoint(tmp_path):
     out = tmp_path / "run"
     args = [*SMALL, "--out", str(out), "--log-every", "512", "--checkpoint-every", "512"]
-    assert ppo.main([*args, "--total-steps", "512"]) == 0
+    assert ppo.main([*args, "--online-steps", "512"]) == 0
     first = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert ppo.main([*args, "--total-steps", "1536", "--resume"]) == 0
+    assert ppo.main([*args, "--online-steps", "1536", "--resume"]) == 0
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck["update"] == 3
     # a resumed run continues: the first run's rows stay, the update at 512 is not run again
@@ -180,7 +180,7 @@ def test_resume_continues_from_checkpoint(tmp_path):
 def test_divergence_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(ppo, "ppo_loss", lambda new, old, adv, clip: (new * float("nan")).mean())
     out = tmp_path / "run"
-    assert ppo.main([*SMALL, "--out", str(out), "--total-steps", "1024"]) == 3  # the exit status of a divergence
+    assert ppo.main([*SMALL, "--out", str(out), "--online-steps", "1024"]) == 3  # the exit status of a divergence
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "diverged"
     assert "NaN" in summary["error"]
@@ -201,7 +201,7 @@ def test_unio4_preset():
 def test_packed_seeds_get_the_records_they_get_alone(tmp_path):
     """--seeds 0,1 (2 seeds × 2 envs in one vector env) gives seed 1 exactly the records and weights of seed 1 alone:
     evaluations, episodes, metrics and the checkpointed networks, bit for bit on the CPU."""
-    args = [*SMALL, "--total-steps", "1024", "--num-envs", "2", "--rollout-steps", "256", "--minibatch-size", "128"]
+    args = [*SMALL, "--online-steps", "1024", "--num-envs", "2", "--rollout-steps", "256", "--minibatch-size", "128"]
     assert ppo.main([*args, "--seeds", "0,1", "--out", str(tmp_path / "pack")]) == 0
     assert ppo.main([*args, "--seed", "1", "--out", str(tmp_path / "alone")]) == 0
     packed, alone = tmp_path / "pack" / "seed1", tmp_path / "alone"

@@ -296,8 +296,9 @@ def test_ppo_official_is_cleanrl_and_the_default(capsys):
     assert (cfg.minibatch_size, cfg.clip, cfg.hidden, cfg.normalize_states, cfg.preset) == (64, 0.2, (64, 64), True,
                                                                                            "official")
     old = configure(ppo.PPOConfig, ppo.presets, ["--dataset", "walker2d-medium-v2", "--preset", "cleanrl",
-                                                 "--gamma", "0.9", "--norm-obs", "false"])
-    assert (old.discount, old.normalize_states) == (0.9, False)
+                                                 "--gamma", "0.9", "--norm-obs", "false", "--total-steps", "512"])
+    assert (old.discount, old.normalize_states, old.online_steps) == (0.9, False, 512)
     err = capsys.readouterr().err
     assert "warning: --preset cleanrl is deprecated, use --preset official" in err
     assert "warning: --norm-obs is deprecated, use --normalize-states" in err
+    assert "warning: --total-steps is deprecated, use --online-steps" in err  # the name of Uni-O4's online phase

@@ -44,7 +44,7 @@ def behaviour(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
     cfg = PPOConfig(dataset="hopper-medium-v2", seed=args.seed, out=str(WORK / "ppo_run"),
-                    total_steps=args.steps, snapshot_every=args.snapshot_every, log_every=20_000)
+                    online_steps=args.steps, snapshot_every=args.snapshot_every, log_every=20_000)
     rec = RunRecorder(cfg.out, "ppo", cfg.dataset, cfg.seed, {}, None)
     res = run_ppo(cfg, SPEC, make_agent(cfg, SPEC), recorders=[rec], evaluator=None)[0]
     arch = {"obs_dim": SPEC.obs_dim, "act_dim": SPEC.act_dim, "hidden": list(cfg.hidden),
