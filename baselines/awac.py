@@ -111,10 +111,12 @@ def actor_loss(actor: GaussianActor, critic: TwinQ, obs: torch.Tensor, act: torc
 
     Returns (loss (S,), advantages, weights), the last two detached.
     """
-    with torch.no_grad():
-        adv = critic(obs, act) - critic(obs, sample_action(actor, obs, rng))
+    log_prob, pi_act = actor.log_prob_and_sample(obs, act, rng)  # one actor forward for both (CORL makes two)
+    with torch.no_grad():  # Q(s, a) and Q(s, ã) in one critic forward of 2B rows (the same numbers as two)
+        q_data, q_pi = critic(torch.cat([obs, obs], 1), torch.cat([act, pi_act.clamp(-1.0, 1.0)], 1)).chunk(2, 1)
+        adv = q_data - q_pi
         weights = awac_weights(adv, awac_lambda, max_weight)
-    return -mean_per_member(weights * actor.log_prob(obs, act)), adv, weights
+    return -mean_per_member(weights * log_prob), adv, weights
 
 
 # ----------------------------------------------------------------------------------------------------------------------

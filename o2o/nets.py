@@ -228,6 +228,17 @@ class GaussianActor(nn.Module):
         mean = self.net(obs)
         return mean + self.std() * rng.randn(*mean.shape[1:])
 
+    def log_prob_and_sample(self, obs: torch.Tensor, act: torch.Tensor, rng: MemberRNG
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π(a|s) (S, B) and a sample ã ~ π(·|s) without gradient, from one forward of the mean network: the
+        same numbers as `log_prob` and `sample` called one after the other (same parameters, same draw)."""
+        mean = self.net(obs)
+        log_std = self._log_std()[:, :self.act_dim].unsqueeze(1)
+        log_prob = (-0.5 * ((act - mean) / log_std.exp()).square() - log_std - 0.5 * LOG_2PI).sum(-1)
+        with torch.no_grad():
+            sample = mean.detach() + self.std() * rng.randn(*mean.shape[1:])
+        return log_prob, sample
+
     @torch.no_grad()
     def sample(self, obs: torch.Tensor, rng: MemberRNG) -> torch.Tensor:
         """rsample without gradient (NaN parameters give NaN actions rather than an error)."""
