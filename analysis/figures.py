@@ -61,7 +61,7 @@ def save_figure(fig: plt.Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
-def _grid(n: int, ncols: int = 4, size: tuple[float, float] = (2.6, 2.0)) -> tuple[plt.Figure, np.ndarray]:
+def axes_grid(n: int, ncols: int = 4, size: tuple[float, float] = (2.6, 2.0)) -> tuple[plt.Figure, np.ndarray]:
     """A figure with n axes on a grid of at most `ncols` columns (spare axes hidden)."""
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
@@ -71,7 +71,7 @@ def _grid(n: int, ncols: int = 4, size: tuple[float, float] = (2.6, 2.0)) -> tup
     return fig, axes
 
 
-def _figure_legend(fig: plt.Figure, axes: Sequence, top: float, ncol: int = 6, loc: str = "upper center") -> None:
+def figure_legend(fig: plt.Figure, axes: Sequence, top: float, ncol: int = 6, loc: str = "upper center") -> None:
     """One legend above the figure with each label of `axes` once, in at most `ncol` columns (`loc` anchors it)."""
     handles, labels = [], []
     for ax in axes:
@@ -136,7 +136,7 @@ def plot_aggregate(metrics_df: pd.DataFrame, out: str | Path, title: str = "", c
             ax.set_ylim(-0.6, len(algs) - 0.4)
         fig.supxlabel("Normalized score (×100)" + (f" — {title}" if title else ""), fontsize=9)
         if reference:
-            _figure_legend(fig, axes[0], 1.0, loc="lower center")
+            figure_legend(fig, axes[0], 1.0, loc="lower center")
         fig.tight_layout()
         note = (f"Hollow points: point estimates without an interval (fewer than {MIN_RUNS_FOR_INTERVALS} runs per "
                 "task, or zero width); bars: 95% stratified-bootstrap intervals. " if bare else
@@ -328,7 +328,7 @@ def plot_learning_curves(evals_df: pd.DataFrame, out: str | Path, reps: int = 50
                 if phase == "online" and "offline" in panel and (d["phase"] == phase).any():
                     ax.axvline(0.0, color="0.6", linewidth=0.8, label=SWITCH)
                 ax.set_ylabel("Normalized score" if ax is axes[row, 0] else "")
-        _figure_legend(fig, axes.flat, 1.0, ncol=max(1, int(width * ncols / 2.3)), loc="lower center")
+        figure_legend(fig, axes.flat, 1.0, ncol=max(1, int(width * ncols / 2.3)), loc="lower center")
         fig.tight_layout()
         switch = ("Online panels start at the switch (0 env steps) from the last offline evaluation (hollow point, "
                   "dotted to the first online one). "
@@ -383,7 +383,7 @@ def plot_beta_states(states: pd.DataFrame, out: str | Path, caption: str = "",
             ax.set_title(ds)
             ax.set_xlabel(r"$\beta$ chosen by the balance model")
             ax.set_ylabel("density over dataset states" if ax is axes[0, 0] else "")
-        _figure_legend(fig, axes[0], 1.0, ncol=4, loc="lower center")
+        figure_legend(fig, axes[0], 1.0, ncol=4, loc="lower center")
         fig.tight_layout()
         add_caption(fig, "One outline per run (final balance model over the dataset's states). " + caption)
         return save_figure(fig, out)
@@ -428,7 +428,7 @@ def plot_beta(evals_df: pd.DataFrame, out: str | Path, caption: str = "",
             ax2.set_yticklabels([f"{r.algorithm} s{r.seed}" for r in last.itertuples(index=False)])
             ax2.set_xlabel(r"$\beta$ at the last evaluation")
             ax2.grid(axis="y", visible=False)
-        _figure_legend(fig, axes[0], 1.0, loc="lower center")
+        figure_legend(fig, axes[0], 1.0, loc="lower center")
         fig.tight_layout()
         add_caption(fig, r"Top: histogram of each evaluation's mean $\beta$ over states. Bottom: one row per run; "
                          r"bar = $\beta$ q10–q90 over states, | = median, dot = mean. " + caption)

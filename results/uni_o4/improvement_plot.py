@@ -19,7 +19,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from analysis.figures import PAPER_RC, _figure_legend, _grid, algorithm_colors, plt, save_figure  # noqa: E402
+from analysis.figures import PAPER_RC, algorithm_colors, axes_grid, figure_legend, plt, save_figure  # noqa: E402
 from o2o.records import read_summary  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     colors = dict(zip([r[0] for r in runs], plt.get_cmap("tab10").colors)) if len(runs) <= 10 else \
         algorithm_colors([r[0] for r in runs])
     with plt.rc_context(PAPER_RC):
-        fig, axes = _grid(len(datasets), ncols=len(datasets), size=(3.2, 2.4))
+        fig, axes = axes_grid(len(datasets), ncols=len(datasets), size=(3.2, 2.4))
         for ax, ds in zip(axes.flat, datasets):
             for label, dataset, cur in runs:
                 if dataset != ds:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             ax.set_title(ds)
             ax.set_xlabel("improvement step (0 = BC)")
             ax.set_ylabel("normalized score")
-        _figure_legend(fig, axes.flat, top=1.03 + 0.07 * ((len(runs) + 2) // 3), ncol=3)
+        figure_legend(fig, axes.flat, top=1.03 + 0.07 * ((len(runs) + 2) // 3), ncol=3)
         for path in save_figure(fig, args.out):
             print(path)
     return 0
