@@ -391,13 +391,14 @@ def test_sweep_progress_is_a_tqdm_bar_on_stderr(tmp_path: Path, capsys: pytest.C
     assert S.run_suite(s, out=tmp_path / "runs", prepare=False).ok
     out, err = capsys.readouterr()
     assert "finished  a/local:hopper-medium/seed0" in out and "[mysuite] 2/2 done" in out
-    draws = [d for d in err.replace("\n", "\r").split("\r") if d.strip()]
+    assert "\r" not in err  # off a terminal every draw is a line of its own (a log never glues it to a run line)
+    draws = [d for d in err.split("\n") if d.strip()]
     assert 2 <= len(draws) <= 3, draws  # no redraw per tick (the sweep lasts several 0.2 s ticks)
     assert draws[0].startswith("mysuite:") and "0/2" in draws[0]
     assert "2/2" in draws[-1] and "done=2, failed=0, skipped=0" in draws[-1] and "s/run" in draws[-1]
     assert "mysuite:" not in out and "%|" not in out  # no bar on stdout
     assert S.run_suite(s, out=tmp_path / "runs", prepare=False).ok  # again: every run skipped
-    last = capsys.readouterr().err.strip().split("\r")[-1]
+    last = capsys.readouterr().err.strip().split("\n")[-1]
     assert "2/2" in last and "done=0, failed=0, skipped=2" in last
 
 

@@ -3,7 +3,7 @@ per started or ended run on the sweep's stream (stdout), and a closing count lin
 
 On a terminal the bar redraws at most twice a second and the run lines are written through tqdm so they do not tear
 it. When stderr is not a terminal (CI logs, `2> file`) the bar is drawn only every HEARTBEAT_S seconds and at the
-end, so a long sweep leaves a few dozen bar lines, not thousands.
+end, each draw a line of its own, so a long sweep leaves a few dozen bar lines, not thousands.
 """
 
 from __future__ import annotations
@@ -30,6 +30,22 @@ def fmt_time(s: float) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class LineFile:
+    """A file for tqdm off a terminal: each draw becomes one whole line (tqdm starts a draw with a carriage return
+    and ends it without a newline, which glues it to the next line of a log that also gets the run lines)."""
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.file.write(line + "\n")
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -60,7 +76,8 @@ class Progress:
         self.bar: tqdm | None = None
 
     def __enter__(self) -> Progress:
-        self.bar = tqdm(total=self.total, initial=self.accounted, desc=self.name, unit="run", file=self.bar_file,
+        self.bar = tqdm(total=self.total, initial=self.accounted, desc=self.name, unit="run",
+                        file=self.bar_file if self.tty else LineFile(self.bar_file),
                         mininterval=TTY_REFRESH_S if self.tty else HEARTBEAT_S, miniters=0, smoothing=0,
                         dynamic_ncols=self.tty, postfix=self.postfix())
         return self
