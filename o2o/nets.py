@@ -220,7 +220,11 @@ class GaussianActor(nn.Module):
 
     def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """log π(a|s) summed over action dims: (S, B)."""
-        mean, log_std = self.net(obs), self._log_std()[:, :self.act_dim].unsqueeze(1)
+        return self._log_prob_at(self.net(obs), act)
+
+    def _log_prob_at(self, mean: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """log N(a; μ, σ²) summed over action dims, for the mean μ of a forward already made."""
+        log_std = self._log_std()[:, :self.act_dim].unsqueeze(1)
         return (-0.5 * ((act - mean) / log_std.exp()).square() - log_std - 0.5 * LOG_2PI).sum(-1)
 
     def rsample(self, obs: torch.Tensor, rng: MemberRNG) -> torch.Tensor:
@@ -233,8 +237,7 @@ class GaussianActor(nn.Module):
         """log π(a|s) (S, B) and a sample ã ~ π(·|s) without gradient, from one forward of the mean network: the
         same numbers as `log_prob` and `sample` called one after the other (same parameters, same draw)."""
         mean = self.net(obs)
-        log_std = self._log_std()[:, :self.act_dim].unsqueeze(1)
-        log_prob = (-0.5 * ((act - mean) / log_std.exp()).square() - log_std - 0.5 * LOG_2PI).sum(-1)
+        log_prob = self._log_prob_at(mean, act)
         with torch.no_grad():
             sample = mean.detach() + self.std() * rng.randn(*mean.shape[1:])
         return log_prob, sample
