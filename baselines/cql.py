@@ -176,12 +176,13 @@ class CQL:
         self.cfg, seeds, dev = cfg, setup.seeds, setup.device
         self.max_action = setup.max_action
         self.rng = MemberRNG(seeds, ALGORITHM, dev)
-        init = dict(init="orthogonal" if cfg.orthogonal_init else "default",
-                    out_init="orthogonal" if cfg.orthogonal_init else "xavier",
-                    out_gain=cfg.orthogonal_out_gain if cfg.orthogonal_init else 1e-2)
-        actor_init = dict(init="orthogonal" if cfg.actor_orthogonal_init else "default",
-                          out_init="orthogonal" if cfg.actor_orthogonal_init else "xavier",
-                          out_gain=cfg.orthogonal_out_gain if cfg.actor_orthogonal_init else 1e-2)
+
+        def inits(orthogonal: bool) -> dict[str, Any]:  # orthogonal (output gain from the config) or CORL's default
+            return dict(init="orthogonal" if orthogonal else "default",
+                        out_init="orthogonal" if orthogonal else "xavier",
+                        out_gain=cfg.orthogonal_out_gain if orthogonal else 1e-2)
+
+        init, actor_init = inits(cfg.orthogonal_init), inits(cfg.actor_orthogonal_init)
         od, ad, h = setup.obs_dim, setup.act_dim, cfg.hidden_dim
         self.actor = TanhGaussianActor(od, ad, member_generators(seeds, "cql/actor"), h, cfg.actor_hidden_layers,
                                        setup.max_action, "state", log_std_multiplier=cfg.log_std_multiplier,
