@@ -81,6 +81,14 @@ def _sha256(path: str) -> str | None:
         return None
 
 
+class _Digests(dict):
+    """sha256 of source files, each read once per command (the algorithm files share most of their sources)."""
+
+    def __missing__(self, path: str) -> str | None:
+        self[path] = digest = _sha256(path)
+        return digest
+
+
 def _scope() -> str:
     """The cache's section for this interpreter, this checkout (whose o2o/ the files import) and PYTHONPATH."""
     return f"{sys.executable} {ROOT} {os.environ.get('PYTHONPATH', '')}".rstrip()
@@ -92,7 +100,7 @@ def _environment() -> dict[str, int]:
     return {d: os.stat(d).st_mtime_ns for d in dirs if os.path.isdir(d)}
 
 
-def _from_cache(cache: dict[str, Any], path: str, environment: dict[str, int]) -> set[str] | None:
+def _from_cache(cache: dict[str, Any], path: str, environment: dict[str, int], digests: _Digests) -> set[str] | None:
     """The cached fields of a file, or None when there are none or they are stale."""
     section = cache.get(_scope())
     entry = section.get(path) if isinstance(section, dict) else None
@@ -101,17 +109,17 @@ def _from_cache(cache: dict[str, Any], path: str, environment: dict[str, int]) -
     sources, names = entry.get("sources"), entry.get("fields")
     if not isinstance(sources, dict) or not sources or not isinstance(names, list):
         return None
-    if any(_sha256(p) != digest for p, digest in sources.items()):
+    if any(digests[p] != digest for p, digest in sources.items()):
         return None
     return set(names)
 
 
-def _save_cache(found: dict[str, dict[str, Any]], environment: dict[str, int]) -> None:
+def _save_cache(found: dict[str, dict[str, Any]], environment: dict[str, int], digests: _Digests) -> None:
     """Add read files to the cache file (best effort: a cache that cannot be written is only slower)."""
     cache = read_json(cache_file()) or {}
     section = cache[_scope()] = cache.get(_scope()) if isinstance(cache.get(_scope()), dict) else {}
     for path, entry in found.items():
-        sources = {p: _sha256(p) for p in {*entry["sources"], path}}
+        sources = {p: digests[p] for p in {*entry["sources"], path}}
         if all(sources.values()):
             section[path] = {"environment": environment, "sources": sources, "fields": entry["fields"]}
     try:
@@ -128,9 +136,9 @@ def load_config_fields(files: Iterable[Path]) -> None:
     if not todo:
         return
     cache = read_json(cache_file()) or {}
-    environment = _environment()
+    environment, digests = _environment(), _Digests()
     for key in list(todo):
-        names = _from_cache(cache, key[0], environment)
+        names = _from_cache(cache, key[0], environment, digests)
         if names is not None:
             _FIELDS_CACHE[key] = names
             del todo[key]
@@ -148,7 +156,7 @@ def load_config_fields(files: Iterable[Path]) -> None:
         entry = read.get(key[0])
         _FIELDS_CACHE[key] = None if entry is None else set(entry["fields"])
     if read:
-        _save_cache(read, environment)
+        _save_cache(read, environment, digests)
 
 
 def config_fields(file: Path) -> set[str] | None:
