@@ -81,9 +81,9 @@ def dataset_spec(cfg: RunConfig) -> DatasetSpec:
 
         return minari_spec(cfg.dataset.split(":", 1)[1], download=True)
     if cfg.env is not None and not cfg.dataset.startswith("local:"):
-        from o2o.data import _with_file_dims
+        from o2o.data import with_file_dims
 
-        return _with_file_dims(spec_for_env(cfg.dataset, cfg.env), cfg.env)
+        return with_file_dims(spec_for_env(cfg.dataset, cfg.env), cfg.env)
     return get_spec(cfg.dataset)
 
 

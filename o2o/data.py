@@ -47,13 +47,13 @@ def load_file(path: str | Path, env_id: str | None = None, name: str | None = No
         spec = get_spec(name)
     elif env_id is not None:
         spec = spec_for_env(name or path.stem, env_id)
-        spec = _with_file_dims(spec, env_id)
+        spec = with_file_dims(spec, env_id)
     else:
         raise DatasetError(f"{path}: say which environment evaluates this file with --env <gymnasium id>")
     return from_arrays(read_hdf5(path), spec, origin=str(path))
 
 
-def _with_file_dims(spec: DatasetSpec, env_id: str) -> DatasetSpec:
+def with_file_dims(spec: DatasetSpec, env_id: str) -> DatasetSpec:
     """For a bring-your-own env id, take dims, action bounds and time limit from the gymnasium env itself."""
     try:
         obs_dim, act_dim, steps = env_dims(env_id)
