@@ -32,6 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from o2o.dataset import DatasetError
+from o2o.records import atomic_write
 from o2o.registry import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,7 @@ def _sidecar(path: Path) -> Path:
 
 
 def _write_sidecar(path: Path, digest: str) -> None:
-    side = _sidecar(path)
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    os.replace(tmp, side)
+    atomic_write(_sidecar(path), f"{digest}  {path.name}\n")
 
 
 def _sidecar_digest(path: Path) -> str | None:
@@ -205,9 +203,7 @@ def _save_validator(part: Path, value: str | None) -> None:
     if value is None:
         side.unlink(missing_ok=True)
         return
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps({"if_range": value}) + "\n")
-    os.replace(tmp, side)
+    atomic_write(side, json.dumps({"if_range": value}) + "\n")
 
 
 def _drop_partial(part: Path) -> None:
