@@ -6,13 +6,13 @@ The layout is D4RL's: top-level `observations`, `actions`, `rewards`, `terminals
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from o2o.dataset import REQUIRED_KEYS, DatasetError
+from o2o.records import staged_path
 from o2o.registry import DatasetSpec
 
 
@@ -75,13 +75,10 @@ def write_d4rl_hdf5(path: str | Path, arrays: dict[str, np.ndarray], metadata: d
     import h5py
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
+    with staged_path(path) as tmp, h5py.File(tmp, "w") as f:
         for k, v in arrays.items():
             f.create_dataset(k, data=v, compression="gzip" if np.asarray(v).size > 10000 else None)
         for k, v in (metadata or {}).items():
             f.create_dataset(f"metadata/{k}", data=v)
-    os.replace(tmp, path)
     return path
 

@@ -5,6 +5,7 @@ They are the contract between the algorithm files, the suite runner and the anal
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -14,6 +15,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,20 +36,29 @@ def atomic_write(path: str | Path, text: str) -> None:
 
 def atomic_save(path: str | Path, write: Any) -> None:
     """Write a file through `write(binary file object)` to a temporary file, then os.replace (never half-written)."""
+    with staged_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+
+
+@contextlib.contextmanager
+def staged_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside `path` to write (for writers that want a path, such as h5py): on success it is synced
+    and replaces `path`; on an error it is removed. Either way `path` is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; records are meant to be shared
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

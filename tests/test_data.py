@@ -300,3 +300,17 @@ def test_offline_error_says_what_to_download(tmp_path, monkeypatch):
         load_dataset("walker2d-medium-v2", progress=False)
     msg = str(e.value)
     assert "walker2d_medium-v2.hdf5" in msg and str(tmp_path) in msg and "D4RL_DATASET_DIR" in msg
+
+
+def test_hdf5_writer_leaves_nothing_half_written(tmp_path):
+    """write_d4rl_hdf5 stages the file beside its target: a failed write leaves neither the target nor a temporary
+    file, and an existing file stays as it was."""
+    target = tmp_path / "d.hdf5"
+    good = {"observations": np.zeros((3, 2), np.float32)}
+    write_d4rl_hdf5(target, good)
+    before = target.read_bytes()
+    with pytest.raises(TypeError):
+        write_d4rl_hdf5(target, {"observations": np.array([object()], dtype=object)})  # h5py cannot store objects
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["d.hdf5"]
+    write_d4rl_hdf5(tmp_path / "sub" / "e.hdf5", good)
+    assert h5py.File(tmp_path / "sub" / "e.hdf5")["observations"].shape == (3, 2)
