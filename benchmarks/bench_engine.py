@@ -10,6 +10,8 @@ included). One torch thread on a CPU by default; O2O_BENCH_DEVICE=cuda times a G
   each, the split of an eager update into a shared part and a per-seed part, and checks the targets: S = 5 reaches
   ≥ 1.2× the seed-updates/s of S = 1 (CPU, one thread, eager), and the single-seed update is no slower than the
   pre-engine one (within NOISE, the run-to-run spread of this shared machine).
+- `test_fixed_cost[algo]`: the single-seed update's fixed cost (batch 8) against the pre-engine file, and operators
+  per update of each (informational).
 
 Run: make bench, or .venv/bin/pytest benchmarks/bench_engine.py --benchmark-only -s
 """
@@ -64,7 +66,7 @@ def synced(fn: Callable[[], object]) -> Callable[[], object]:
 
 
 def engine_step(algo: str, seeds: int, compile: bool = False, device: torch.device = DEVICE,
-                data: dict[str, np.ndarray] | None = None) -> Callable[[], dict[str, torch.Tensor]]:
+                data: dict[str, np.ndarray] | None = None, batch: int = BATCH) -> Callable[[], dict[str, torch.Tensor]]:
     """One engine update of `seeds` packed seeds (default config of the file), with its batch sampling."""
     data = DATA if data is None else data
     mod = importlib.import_module(MODULES[algo])
@@ -75,7 +77,7 @@ def engine_step(algo: str, seeds: int, compile: bool = False, device: torch.devi
     agent = mod.algorithm(cfg).build(cfg, setup)
     buf = ReplayBuffer(data, seeds, 0, device)
     rng = MemberRNG(list(range(seeds)), "batches", device)
-    return synced(loop.compile_step(lambda: agent.update(buf.sample(rng, BATCH), False), compile, device,
+    return synced(loop.compile_step(lambda: agent.update(buf.sample(rng, batch), False), compile, device,
                                     [rng.counter, rng.key, buf.table]))
 
 
@@ -152,3 +154,41 @@ def test_packing_gain(benchmark, algo: str) -> None:
         assert gain >= PACK_TARGET, f"{algo}: S=5 gives {gain:.2f}x the seed-updates/s of S=1 (target {PACK_TARGET})"
     if "pre-engine" in med:
         assert med["S=1"] >= med["pre-engine"] * (1 - NOISE), f"{algo}: single-seed update slower than pre-engine"
+
+
+def ops_per_call(fn: Callable[[], object], calls: int = 5) -> float:
+    """Operators (torch.profiler events) per call of `fn`."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        for _ in range(calls):
+            fn()
+    return sum(e.count for e in prof.key_averages()) / calls
+
+
+@pytest.mark.parametrize("algo", list(MODULES))
+def test_fixed_cost(benchmark, algo: str) -> None:
+    """The single-seed update's fixed cost against the pre-engine file: at batch 8 the matrix products vanish and
+    what is left is per-update overhead (Python, dispatch, small ops). Prints ms per update of each, in 30
+    interleaved rounds (median and quartiles of the ratio), and operators per update. Informational: no target."""
+    data = tuple(torch.as_tensor(DATA[k], device=DEVICE) for k in ("obs", "act", "rew", "next_obs", "done"))
+    try:
+        steps = {"engine": engine_step(algo, 1, batch=8),
+                 "pre-engine": synced(legacy_step(algo, OBS_DIM, ACT_DIM, DEVICE, data, batch_size=8))}
+    except LegacyUnavailable as e:
+        pytest.skip(f"pre-engine file unavailable: {e}")
+    for fn in steps.values():
+        rate(fn, 5)
+    ms: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(30):
+        for k, fn in steps.items():
+            ms[k].append(1e3 / rate(fn, 10))
+    ratios = sorted(old / new for new, old in zip(ms["engine"], ms["pre-engine"]))
+    q1, q2, q3 = (ratios[int(len(ratios) * q)] for q in (0.25, 0.5, 0.75))
+    ops = {k: ops_per_call(fn) for k, fn in steps.items()}
+    print(f"\n[{algo} on {DEVICE}, batch 8] ms per update: engine {statistics.median(ms['engine']):.2f}, pre-engine "
+          f"{statistics.median(ms['pre-engine']):.2f}; speed engine / pre-engine {q2:.2f} "
+          f"(quartiles {q1:.2f}-{q3:.2f}); ops per update: engine {ops['engine']:.0f}, "
+          f"pre-engine {ops['pre-engine']:.0f}")
+    benchmark.extra_info.update(ratio=q2, ops_engine=ops["engine"], ops_pre_engine=ops["pre-engine"])
+    benchmark.pedantic(lambda: None, rounds=1)
