@@ -130,7 +130,7 @@ from o2o.transforms import (  # noqa: E402
 )
 
 ALGORITHM = "uni_o4"
-CACHE_VERSION = 2  # bump when a stage's computation changes, so that old cached artefacts are not reused
+CACHE_VERSION = 3  # bump when a stage's computation or o2o.nets.NETS_LAYOUT changes (old caches then miss)
 LOG_STD_RANGE = (-5.0, 0.0)  # net.py GaussPolicyMLP: tanh output mapped linearly onto (−5, 0)
 ADV_EPS = 1e-10  # utils.py CONST_EPS in the advantage normalisation
 
@@ -542,7 +542,7 @@ def dynamics_loss(model: ProbabilisticEnsemble, x: torch.Tensor, y: torch.Tensor
 
 def _row_params(model: ProbabilisticEnsemble) -> list[torch.Tensor]:
     """The parameters with one row per member (S·k): the layers' weights and biases."""
-    return [p for layer in model.net.layers for p in (layer.weight_flat, layer.bias_flat)]
+    return [p for layer in model.net.layers for p in (layer.weight_store, layer.bias_store)]
 
 
 def train_dynamics(model: ProbabilisticEnsemble, inputs: torch.Tensor, targets: torch.Tensor, cfg: UniO4Config,
@@ -597,7 +597,7 @@ def train_dynamics(model: ProbabilisticEnsemble, inputs: torch.Tensor, targets: 
                 mask[i * k:(i + 1) * k] = better.to(device)
                 with torch.no_grad():
                     for sv, p in zip(saved, _row_params(model)):
-                        sv.copy_(torch.where(mask.view(-1, 1), p, sv))
+                        sv.copy_(torch.where(mask.view(-1, *([1] * (p.dim() - 1))), p, sv))
                 since[i] = 0
             else:
                 since[i] += 1
@@ -1132,8 +1132,8 @@ def online_critic(cfg: UniO4Config, critic: ValueLearner, data: OfflineData, pac
         v = copy.deepcopy(critic.v).requires_grad_(True)
         last = v.net.layers[-1]
         with torch.no_grad():  # V of rewards × c is c·V: scale the last layer
-            last.weight_flat.mul_(cfg.online_reward_scale)
-            last.bias_flat.mul_(cfg.online_reward_scale)
+            last.weight_store.mul_(cfg.online_reward_scale)
+            last.bias_store.mul_(cfg.online_reward_scale)
         return v
     v = ValueNet(data.obs.shape[1], member_generators(pack.seeds, "uni_o4/online-v"), cfg.v_hidden,
                  cfg.v_depth).to(device)

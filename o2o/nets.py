@@ -36,10 +36,28 @@ ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "swish": F.silu}  # the hidde
 MEMBER_PAD = 64
 
 
+# The layout of EnsembleLinear's parameters in state dicts and checkpoints; bumped when it changes (checkpoints
+# record it, and a run of another layout is refused on --resume rather than loaded wrongly).
+NETS_LAYOUT = 2
+
+
 def member_parameter(members: int, n: int, value: float) -> nn.Parameter:
     """A per-seed vector of n values (all `value`), stored padded to (S, MEMBER_PAD·k); use `[:, :n]` of a function
     of it. The padding never gets a gradient, so Adam leaves it as it is."""
     return nn.Parameter(torch.full((members, MEMBER_PAD * math.ceil(n / MEMBER_PAD)), float(value)))
+
+
+def member_block(members: int, rows: int, cols: int) -> nn.Parameter:
+    """Zeros for a (rows, cols) block per seed: stored as it is, (S, rows, cols), when rows·cols is a whole number of
+    MEMBER_PAD blocks, otherwise flat and padded (member_parameter); `block_view` gives the (S, rows, cols) view."""
+    if rows * cols % MEMBER_PAD == 0:
+        return nn.Parameter(torch.zeros(members, rows, cols))
+    return member_parameter(members, rows * cols, 0.0)
+
+
+def block_view(param: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(S, rows, cols) view of a member_block (the block itself when it is stored unpadded)."""
+    return param if param.dim() == 3 else param[:, :rows * cols].view(-1, rows, cols)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -48,27 +66,37 @@ def member_parameter(members: int, n: int, value: float) -> nn.Parameter:
 class EnsembleLinear(nn.Module):
     """M independent Linear layers as one batched matmul: (M, B, in) -> (M, B, out).
 
-    Each member's weight and bias are stored flat and padded to a multiple of MEMBER_PAD elements (`weight_flat`,
-    `bias_flat`); `weight` (M, in, out) and `bias` (M, 1, out) are views. The fused optimisers then run every
-    member's values through the same vectorised code whatever M is, so a seed gets bit-identical updates alone and
-    packed (their tail loops round differently).
+    Each member's weight (in, cols) and bias (1, cols) are member_blocks (`weight_store`, `bias_store`): stored as
+    they are when their size is a whole number of MEMBER_PAD elements, else flat and padded to one, so the fused
+    optimisers run every member's values through the same vectorised code whatever M is and a seed gets
+    bit-identical updates alone and packed (their tail loops round differently). cols = out, except for a scalar
+    head (out = 1): batched GEMV kernels round differently for 1 and M members, so a head is stored with a second
+    column of zeros and runs as a 2-column GEMM (exact at any M) whose first column is kept; no gradient reaches the
+    zero column, so it stays zero. `weight` (M, in, out) and `bias` (M, 1, out) are views of the real columns.
     """
 
     def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
-        self.weight_flat = member_parameter(members, in_dim * out_dim, 0.0)
-        self.bias_flat = member_parameter(members, out_dim, 0.0)
+        self.cols = 2 if out_dim == 1 else out_dim
+        self.weight_store = member_block(members, in_dim, self.cols)
+        self.bias_store = member_block(members, 1, self.cols)
+
+    def stored(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight (M, in, cols) and bias (M, 1, cols) as the forward uses them (a head's zero column included)."""
+        return block_view(self.weight_store, self.in_dim, self.cols), block_view(self.bias_store, 1, self.cols)
 
     @property
     def weight(self) -> torch.Tensor:
-        """(M, in, out) view of weight_flat."""
-        return self.weight_flat[:, :self.in_dim * self.out_dim].view(-1, self.in_dim, self.out_dim)
+        """(M, in, out) view of weight_store."""
+        w = block_view(self.weight_store, self.in_dim, self.cols)
+        return w if self.cols == self.out_dim else w[..., :self.out_dim]
 
     @property
     def bias(self) -> torch.Tensor:
-        """(M, 1, out) view of bias_flat."""
-        return self.bias_flat[:, :self.out_dim].view(-1, 1, self.out_dim)
+        """(M, 1, out) view of bias_store."""
+        b = block_view(self.bias_store, 1, self.cols)
+        return b if self.cols == self.out_dim else b[..., :self.out_dim]
 
     @torch.no_grad()
     def init_member_(self, m: int, gen: torch.Generator, scheme: str = "default", gain: float = 1.0) -> None:
@@ -93,11 +121,11 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
         """x (M, B, in) -> (M, B, out); `detach` uses detached weights (gradients reach x only)."""
-        w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
-        if self.out_dim == 1:  # a scalar head: batched GEMV kernels round differently for 1 and S members, so it
-            w2 = torch.cat([w, torch.zeros_like(w)], 2)  # runs as a 2-column GEMM (exact at any S), first column kept
-            return torch.baddbmm(torch.cat([b, torch.zeros_like(b)], 2), x, w2)[..., :1]
-        return torch.baddbmm(b, x, w)
+        w, b = self.stored()
+        if detach:
+            w, b = w.detach(), b.detach()
+        y = torch.baddbmm(b, x, w)
+        return y if self.cols == self.out_dim else y[..., :self.out_dim]
 
 
 class MLP(nn.Module):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from o2o.evaluation import EvalResult, evaluate_members
+from o2o.nets import NETS_LAYOUT
 from o2o.records import CORRUPT, RunRecorder, read_json
 from o2o.registry import DatasetSpec, score_reference
 
@@ -198,9 +199,10 @@ class Checkpointer:
         self.new_meta = self.path.with_name(".checkpoint.json.new")
 
     def stage(self, state: dict[str, Any]) -> None:
-        """Write the state and its sidecar under the staging names (fsynced)."""
+        """Write the state (stamped with the networks' layout, o2o.nets.NETS_LAYOUT) and its sidecar under the staging
+        names (fsynced)."""
         with open(self.new_path, "wb") as f:
-            torch.save(state, f)
+            torch.save({**state, "nets_layout": NETS_LAYOUT}, f)
             f.flush()
             os.fsync(f.fileno())
         meta = {"step": state.get("step"), "sha256": _sha256(self.new_path), "bytes": self.new_path.stat().st_size}
@@ -249,10 +251,15 @@ class Checkpointer:
             raise CheckpointError(f"{self.path} {CORRUPT} (its sha256 does not match checkpoint.json); delete it to "
                                   "start the run afresh")
         try:
-            return torch.load(self.path, map_location=map_location, weights_only=True)
+            state = torch.load(self.path, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
             raise CheckpointError(f"{self.path} {CORRUPT} (torch.load: {type(e).__name__}); delete it to start the "
                                   "run afresh") from None
+        layout = state.get("nets_layout", 1) if isinstance(state, dict) else None
+        if layout != NETS_LAYOUT:
+            raise CheckpointError(f"{self.path} holds networks in layout {layout} of an older o2o-bench (this version "
+                                  f"reads layout {NETS_LAYOUT}); start the run afresh in another --out")
+        return state
 
 
 def save_pack(checkpointers: Sequence[Checkpointer], states: Sequence[dict[str, Any]]) -> None:

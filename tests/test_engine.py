@@ -107,6 +107,38 @@ def test_orthogonal_and_small_output_inits():
     assert small.layers[0].bias.abs().max() > 0  # hidden layers keep PyTorch's default (biases too)
 
 
+def test_scalar_head_storage_keeps_its_zero_column():
+    """A scalar head (out = 1) is stored as 2 columns (exact 2-column GEMM at any S); `weight` shows the real column,
+    the forward equals x·w + b, and training leaves the second column at exactly zero. Unpadded blocks are stored
+    3-D (no view per forward); a control: a bias of 6 stays flat and padded."""
+    layer = EnsembleLinear(3, 64, 1)
+    for m, g in enumerate(member_generators([0, 1, 2], "head")):
+        layer.init_member_(m, g)
+    assert layer.weight_store.shape == (3, 64, 2) and layer.weight.shape == (3, 64, 1)
+    assert EnsembleLinear(2, 64, 6).bias_store.shape == (2, 64)  # 6 values padded to a MEMBER_PAD block
+    assert EnsembleLinear(2, 64, 6).weight_store.shape == (2, 64, 6)
+    x = torch.randn(3, 5, 64)
+    assert torch.allclose(layer(x), x @ layer.weight + layer.bias, atol=1e-5)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(torch.randn(3, 5, 64)).square().sum().backward()
+        opt.step()
+    assert torch.all(layer.weight_store[..., 1] == 0) and torch.all(layer.bias_store[:, 1] == 0)
+    assert torch.any(layer.weight_store[..., 0] != 0)
+
+
+def test_a_checkpoint_of_an_older_network_layout_is_refused(tmp_path):
+    ck = Checkpointer(tmp_path)
+    ck.save({"step": 3})
+    assert ck.load()["step"] == 3
+    torch.save({"step": 3}, ck.path)  # what a checkpoint of layout 1 looked like: no nets_layout stamp
+    ck.meta.unlink()
+    with pytest.raises(CheckpointError, match="layout 1 of an older o2o-bench") as e:
+        ck.load()
+    assert "\n" not in str(e.value)
+
+
 def test_twin_q_shapes_and_split_join_roundtrip():
     q = TwinQ(3, 2, member_generators([0, 1, 2], "q"), hidden_dim=8)
     obs, act = torch.randn(3, 5, 3), torch.randn(3, 5, 2)
@@ -119,7 +151,7 @@ def test_twin_q_shapes_and_split_join_roundtrip():
     opt.step()
     state = {"q": q.state_dict(), "opt": opt.state_dict(), "n": 4}
     parts = split_members(state, 3)
-    assert parts[1]["n"] == 4 and parts[1]["q"]["net.layers.0.weight_flat"].shape[0] == 2  # twins of one seed
+    assert parts[1]["n"] == 4 and parts[1]["q"]["net.layers.0.weight_store"].shape[0] == 2  # twins of one seed
     joined = join_members(parts)
     for k, v in state["q"].items():
         assert torch.equal(joined["q"][k], v)
@@ -196,7 +228,7 @@ def test_pack_checkpoint_commits_all_or_none(tmp_path):
 def test_packed_seeds_match_seeds_alone(algo, hopper_file, tmp_path):
     """Each seed of a pack {0, 1, 2} gets bit-identical records (every evaluation, every metric) to the same seed
     trained alone, offline and online (CPU, eager). What makes this exact: per-seed random streams, per-seed
-    parameters padded to whole SIMD blocks (nets.MEMBER_PAD), the dot-product path for scalar heads, and batches of
+    parameters padded to whole SIMD blocks (nets.MEMBER_PAD), scalar heads run as 2-column GEMMs, and batches of
     a multiple of 64 rows per seed (acting pads its rows; training batches are the user's: the defaults qualify).
     """
     args = ["--offline-steps", "40", "--online-steps", "30", "--eval-every", "20", "--checkpoint-every", "1000"]
