@@ -118,6 +118,7 @@ from o2o.training import (  # noqa: E402
     config_dict,
     pick_device,
     recover_pack,
+    retain_freed_memory,
     run_recorded,
     save_pack,
 )
@@ -1202,6 +1203,7 @@ def _train(cfg: UniO4Config, configs: list[UniO4Config], pack: Pack) -> None:
                 p.unlink()
     spec = dataset_spec(cfg)
     data = prepare_data(load_dataset(cfg.dataset, env_id=cfg.env), cfg, device)
+    retain_freed_memory(device)
     keys = [stage_keys(c) for c in configs]
     caches = [StageCache(d / "cache", cfg.cache) for d in pack.dirs]
     od, ad, n = data.obs.shape[1], data.act.shape[1], cfg.n_policies

@@ -74,6 +74,7 @@ from o2o.training import (  # noqa: E402
     config_dict,
     pick_device,
     recover_pack,
+    retain_freed_memory,
     run_recorded,
     save_pack,
 )
@@ -512,6 +513,7 @@ def run_ppo(cfg: PPOConfig, spec: DatasetSpec, agent: PPOAgent, *, recorders: Se
     if start_update == 0:
         for p in paths:
             p.unlink(missing_ok=True)
+    retain_freed_memory(device)
 
     def diverge(s: int, why: str) -> None:
         if active[s]:

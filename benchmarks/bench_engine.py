@@ -12,6 +12,11 @@ included). One torch thread on a CPU by default; O2O_BENCH_DEVICE=cuda times a G
   pre-engine one (within NOISE, the run-to-run spread of this shared machine).
 - `test_fixed_cost[algo]`: the single-seed update's fixed cost (batch 8) against the pre-engine file, and operators
   per update of each (informational).
+- `test_retained_memory[algo]`: in a fresh process, page faults and ms per update at S = 1 and 5 before and after
+  o2o.training.retain_freed_memory (CPU under glibc; informational).
+
+The process keeps freed memory for reuse as training runs do (o2o.training.retain_freed_memory, CPU under glibc),
+for the pre-engine update too; `test_packing_gain` prints the page faults per update that remain.
 
 Run: make bench, or .venv/bin/pytest benchmarks/bench_engine.py --benchmark-only -s
 """
@@ -21,9 +26,13 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +43,7 @@ from o2o import loop
 from o2o.buffer import ReplayBuffer
 from o2o.rng import MemberRNG
 from o2o.specs import get_spec
+from o2o.training import retain_freed_memory
 
 OBS_DIM, ACT_DIM, N, BATCH = 17, 6, 100_000, 256
 DEVICE = torch.device(os.environ.get("O2O_BENCH_DEVICE", "cpu"))
@@ -53,6 +63,8 @@ def dataset() -> dict[str, np.ndarray]:
 
 
 DATA = dataset()
+# as o2o.loop does before its first update; O2O_BENCH_RETAIN=0 leaves the allocator alone (test_retained_memory)
+RETAINED = retain_freed_memory(DEVICE) if os.environ.get("O2O_BENCH_RETAIN", "1") != "0" else False
 
 
 def synced(fn: Callable[[], object]) -> Callable[[], object]:
@@ -94,6 +106,16 @@ def test_engine_update(benchmark, algo: str, seeds: int) -> None:
     benchmark.extra_info["seeds"] = seeds
     benchmark.extra_info["seed_updates_per_s"] = seeds / benchmark.stats["mean"]
     assert all(torch.isfinite(v).all() for v in metrics.values())
+
+
+def page_faults(fn: Callable[[], object], n: int) -> float:
+    """Minor page faults of the process per call of `fn` (0 where getrusage has no count)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n
 
 
 def rate(fn: Callable[[], object], n: int) -> float:
@@ -144,11 +166,14 @@ def test_packing_gain(benchmark, algo: str) -> None:
     if compiled_gain is not None:
         print(f", compiled = {compiled_gain:.2f}", end="")
     print(f"; eager update = {fixed * 1e3:.2f} ms shared + {per_seed * 1e3:.2f} ms per seed", end="")
+    faults = {k: page_faults(steps[k], 2) for k in ("S=1", "S=5")}
+    print(f"; page faults per update S=1 {faults['S=1']:.0f}, S=5 {faults['S=5']:.0f} (freed memory retained: "
+          f"{RETAINED})", end="")
     if "pre-engine" in med:
         print(f"; S=1 / pre-engine = {med['S=1'] / med['pre-engine']:.2f}", end="")
     print()
     benchmark.extra_info.update({k: v for k, v in med.items()}, gain=gain, compiled_gain=compiled_gain,
-                                shared_ms=fixed * 1e3, per_seed_ms=per_seed * 1e3)
+                                shared_ms=fixed * 1e3, per_seed_ms=per_seed * 1e3, page_faults=faults)
     benchmark.pedantic(lambda: None, rounds=1)  # the numbers are above; this registers the row
     if DEVICE.type == "cpu":
         assert gain >= PACK_TARGET, f"{algo}: S=5 gives {gain:.2f}x the seed-updates/s of S=1 (target {PACK_TARGET})"
@@ -191,4 +216,44 @@ def test_fixed_cost(benchmark, algo: str) -> None:
           f"(quartiles {q1:.2f}-{q3:.2f}); ops per update: engine {ops['engine']:.0f}, "
           f"pre-engine {ops['pre-engine']:.0f}")
     benchmark.extra_info.update(ratio=q2, ops_engine=ops["engine"], ops_pre_engine=ops["pre-engine"])
+    benchmark.pedantic(lambda: None, rounds=1)
+
+
+RETAIN_PROBE = """
+import sys, time, torch
+torch.set_num_threads(1)
+from benchmarks.bench_engine import engine_step, page_faults
+from o2o.training import retain_freed_memory
+algo, n = sys.argv[1], int(sys.argv[2])
+steps = {s: engine_step(algo, s) for s in (1, 5)}
+def measure():
+    out = []
+    for s, fn in steps.items():
+        page_faults(fn, 2)  # warm (the heap grows to its size once)
+        t = time.perf_counter()
+        faults = page_faults(fn, n)
+        out.append(f"{faults:.0f} {(time.perf_counter() - t) / n * 1e3:.1f}")
+    return out
+before = measure()
+applied = retain_freed_memory(torch.device("cpu"))
+print(*before, applied, *measure())
+"""
+
+
+@pytest.mark.parametrize("algo", ["cql", "iql"])
+def test_retained_memory(benchmark, algo: str) -> None:
+    """What retain_freed_memory saves: page faults and ms per update at S = 1 and 5, measured in a fresh process
+    (the setting cannot be undone) without it, then with it. CPU under glibc only; informational."""
+    if DEVICE.type != "cpu" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("a CPU under glibc only")
+    n = {"cql": 3}.get(algo, 30)
+    res = subprocess.run([sys.executable, "-c", RETAIN_PROBE, algo, str(n)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "O2O_BENCH_RETAIN": "0"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    v = res.stdout.split()
+    (f1, t1, f5, t5), applied, (g1, u1, g5, u5) = v[:4], v[4], v[5:]
+    print(f"\n[{algo} on cpu] per update, page faults and ms: S=1 {f1} faults {t1} ms, S=5 {f5} faults {t5} ms; "
+          f"freed memory retained ({applied}): S=1 {g1} faults {u1} ms, S=5 {g5} faults {u5} ms")
+    benchmark.extra_info.update(before={"S=1": [float(f1), float(t1)], "S=5": [float(f5), float(t5)]},
+                                retained={"S=1": [float(g1), float(u1)], "S=5": [float(g5), float(u5)]})
     benchmark.pedantic(lambda: None, rounds=1)

@@ -65,6 +65,7 @@ from o2o.training import (
     config_dict,
     pick_device,
     recover_pack,
+    retain_freed_memory,
     run_recorded,
     save_pack,
     warn,
@@ -456,6 +457,7 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
         if step % cfg.checkpoint_every == 0 or last_of_phase:
             save()
 
+    retain_freed_memory(device)  # setup done: from here on, an update's freed temporaries are reused (CPU, glibc)
     try:
         # ---- offline phase ----
         t0, s0 = time.time(), step

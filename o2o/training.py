@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import ctypes
 import hashlib
 import json
 import os
+import platform
 import random
 import sys
 import time
@@ -54,6 +56,26 @@ def run_recorded(name: str, recorder: RunRecorder | Sequence[RunRecorder], body:
         raise
     finally:
         torch.set_num_threads(previous)
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def retain_freed_memory(device: torch.device) -> bool:
+    """On a CPU device under glibc, keep freed memory in the process for the next update: every allocation from
+    then on is served from the heap (mallopt M_MMAP_MAX = 0) and the heap's free top is not returned to the system
+    below 2 GiB (M_TRIM_THRESHOLD). Without it, each large temporary of an update (a CQL critic activation: 16 MB
+    per seed) is mapped afresh and faults its pages in again at every update (benchmarks/bench_engine.py,
+    test_retained_memory, counts them). The same choice PyTorch's CPU launcher makes with jemalloc
+    (torch.backends.xeon.run_cpu: dirty and muzzy decay off). Call it once setup is done, so that the temporaries
+    of loading are still returned. A no-op elsewhere; returns whether it applied."""
+    if device.type != "cpu" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def set_seed(seed: int) -> None:
