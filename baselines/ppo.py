@@ -413,8 +413,8 @@ def ppo_update(agent: PPOAgent, cfg: PPOConfig, obs: torch.Tensor, act: torch.Te
     # one backward for both: the nets share no parameters, so each gets exactly its own loss's gradient; the seeds'
     # losses are summed, so each seed's parameters get exactly their own gradient too
     (pg - cfg.ent_coef * entropy + cfg.vf_coef * vl).sum().backward()
-    gn_a = clip_grad_norm_per_member(list(agent.actor.parameters()), cfg.max_grad_norm, agent.members)
-    clip_grad_norm_per_member(list(agent.critic.parameters()), cfg.max_grad_norm, agent.members)
+    gn_a = clip_grad_norm_per_member(agent.actor, cfg.max_grad_norm, agent.members)
+    clip_grad_norm_per_member(agent.critic, cfg.max_grad_norm, agent.members)
     agent.opt_a.step()
     agent.opt_c.step()
     with torch.no_grad():

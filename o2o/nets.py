@@ -514,13 +514,23 @@ class ProbabilisticEnsemble(nn.Module):
         return torch.gather(draw, 1, pick[:, None, :, None].expand(s, 1, b, d)).squeeze(1)
 
 
-def clip_grad_norm_per_member(params: Sequence[torch.Tensor], max_norm: float, members: int) -> torch.Tensor:
-    """torch.nn.utils.clip_grad_norm_ for each of `members` members separately (parameters with a member axis of
-    members·k rows; no host sync). Returns the norms before clipping, (members,)."""
-    sq = sum(p.grad.reshape(members, -1).square().sum(1) for p in params if p.grad is not None)
-    norms = sq.sqrt()
+def clip_grad_norm_per_member(module: nn.Module, max_norm: float, members: int) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ over `module`'s parameters for each of `members` members separately
+    (parameters with a member axis of members·k rows; no host sync). A scalar head's zero column (EnsembleLinear) is
+    left out of the norm, so the sum runs over the values a plain layer has, in their order. Returns the norms
+    before clipping, (members,)."""
+    grads = []  # (members, n) per parameter, in module.parameters() order
+    for mod in module.modules():
+        for name, p in mod.named_parameters(recurse=False):
+            if p.grad is None:
+                continue
+            g = p.grad
+            if isinstance(mod, EnsembleLinear) and name == "weight_store" and mod.cols != mod.out_dim:
+                g = g[..., :mod.out_dim]
+            grads.append(g.reshape(members, -1))
+    norms = sum(g.square().sum(1) for g in grads).sqrt()
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    for p in params:
+    for p in module.parameters():
         if p.grad is not None:
             p.grad.mul_(scale.view(-1, *([1] * (p.dim() - 1))).repeat_interleave(p.shape[0] // members, 0))
     return norms

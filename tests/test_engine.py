@@ -21,7 +21,7 @@ import torch
 from o2o import loop
 from o2o.buffer import ReplayBuffer
 from o2o.evaluation import evaluate, evaluate_members
-from o2o.nets import MLP, EnsembleLinear, TwinQ, join_members, split_members
+from o2o.nets import MLP, EnsembleLinear, TwinQ, block_view, clip_grad_norm_per_member, join_members, split_members
 from o2o.rng import MemberRNG, member_generators
 from o2o.training import Checkpointer, CheckpointError, MetricLog, recover_pack, save_pack
 
@@ -126,6 +126,30 @@ def test_scalar_head_storage_keeps_its_zero_column():
         opt.step()
     assert torch.all(layer.weight_store[..., 1] == 0) and torch.all(layer.bias_store[:, 1] == 0)
     assert torch.any(layer.weight_store[..., 0] != 0)
+
+
+def test_clip_grad_norm_per_member_is_each_seeds_norm_of_its_real_values():
+    """Per seed: the norm of its own gradient values (a scalar head's zero column left out: a gradient put there
+    changes nothing), clipped to max_norm; a seed under the limit is left as it is."""
+    net = MLP(5, 1, member_generators([0, 1], "clip"), hidden_dim=64)
+    net(torch.randn(2, 8, 5)).square().sum().backward()
+    net.layers[-1].weight_store.grad[..., 1] = 100.0  # must not count
+
+    def real_norms() -> torch.Tensor:
+        sq = torch.zeros(2)
+        for layer in net.layers:
+            w, b = (block_view(p.grad, *shape) for p, shape in ((layer.weight_store, (layer.in_dim, layer.cols)),
+                                                                  (layer.bias_store, (1, layer.cols))))
+            sq += w[..., :layer.out_dim].square().sum((1, 2)) + b[..., :layer.out_dim].square().sum((1, 2))
+        return sq.sqrt()
+
+    before = real_norms()
+    limit = float(before.min() + before.max()) / 2  # one seed above the limit, one below
+    norms = clip_grad_norm_per_member(net, limit, 2)
+    assert torch.allclose(norms, before)
+    after = real_norms()
+    big = int(before.argmax())
+    assert after[big] == pytest.approx(limit, rel=1e-5) and after[1 - big] == before[1 - big]
 
 
 def test_a_checkpoint_of_an_older_network_layout_is_refused(tmp_path):
