@@ -756,7 +756,7 @@ class Improver:
         loss = ppo_loss(logp, logp_old, adv, eps) - self.cfg.entropy_weight * entropy  # (S·N,)
         self.opt.zero_grad(set_to_none=True)
         loss.sum().backward()
-        gn = clip_grad_norm_per_member(list(self.pi.parameters()), self.cfg.grad_clip, s * n)
+        gn = clip_grad_norm_per_member(self.pi, self.cfg.grad_clip, s * n)
         self.opt.step()
         with torch.no_grad():
             logr = (logp.detach() - logp_old).view(s, -1)
