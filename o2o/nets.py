@@ -86,17 +86,19 @@ class EnsembleLinear(nn.Module):
         """Weight (M, in, cols) and bias (M, 1, cols) as the forward uses them (a head's zero column included)."""
         return block_view(self.weight_store, self.in_dim, self.cols), block_view(self.bias_store, 1, self.cols)
 
+    def columns(self, t: torch.Tensor) -> torch.Tensor:
+        """The real columns (..., out) of a (..., cols) tensor: a head's zero column left out."""
+        return t if self.cols == self.out_dim else t[..., :self.out_dim]
+
     @property
     def weight(self) -> torch.Tensor:
         """(M, in, out) view of weight_store."""
-        w = block_view(self.weight_store, self.in_dim, self.cols)
-        return w if self.cols == self.out_dim else w[..., :self.out_dim]
+        return self.columns(block_view(self.weight_store, self.in_dim, self.cols))
 
     @property
     def bias(self) -> torch.Tensor:
         """(M, 1, out) view of bias_store."""
-        b = block_view(self.bias_store, 1, self.cols)
-        return b if self.cols == self.out_dim else b[..., :self.out_dim]
+        return self.columns(block_view(self.bias_store, 1, self.cols))
 
     @torch.no_grad()
     def init_member_(self, m: int, gen: torch.Generator, scheme: str = "default", gain: float = 1.0) -> None:
@@ -124,8 +126,7 @@ class EnsembleLinear(nn.Module):
         w, b = self.stored()
         if detach:
             w, b = w.detach(), b.detach()
-        y = torch.baddbmm(b, x, w)
-        return y if self.cols == self.out_dim else y[..., :self.out_dim]
+        return self.columns(torch.baddbmm(b, x, w))
 
 
 class MLP(nn.Module):
@@ -526,7 +527,7 @@ def clip_grad_norm_per_member(module: nn.Module, max_norm: float, members: int) 
                 continue
             g = p.grad
             if isinstance(mod, EnsembleLinear) and name == "weight_store" and mod.cols != mod.out_dim:
-                g = g[..., :mod.out_dim]
+                g = mod.columns(block_view(g, mod.in_dim, mod.cols))  # flat and padded unless in·2 fills blocks
             grads.append(g.reshape(members, -1))
     norms = sum(g.square().sum(1) for g in grads).sqrt()
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)

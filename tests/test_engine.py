@@ -128,12 +128,14 @@ def test_scalar_head_storage_keeps_its_zero_column():
     assert torch.any(layer.weight_store[..., 0] != 0)
 
 
-def test_clip_grad_norm_per_member_is_each_seeds_norm_of_its_real_values():
+@pytest.mark.parametrize("hidden", [64, 20])  # the head's (hidden, 2) block: stored 3-D, or flat and padded
+def test_clip_grad_norm_per_member_is_each_seeds_norm_of_its_real_values(hidden):
     """Per seed: the norm of its own gradient values (a scalar head's zero column left out: a gradient put there
     changes nothing), clipped to max_norm; a seed under the limit is left as it is."""
-    net = MLP(5, 1, member_generators([0, 1], "clip"), hidden_dim=64)
+    net = MLP(5, 1, member_generators([0, 1], "clip"), hidden_dim=hidden)
     net(torch.randn(2, 8, 5)).square().sum().backward()
-    net.layers[-1].weight_store.grad[..., 1] = 100.0  # must not count
+    head = net.layers[-1]
+    block_view(head.weight_store.grad, head.in_dim, head.cols)[..., 1] = 100.0  # must not count
 
     def real_norms() -> torch.Tensor:
         sq = torch.zeros(2)
