@@ -401,13 +401,12 @@ class FamO2O:
         with torch.no_grad():
             v_new, next_v = self.value(torch.cat([obs, next_obs], 1)).chunk(2, dim=1)  # one forward: V(s), V(s')
             adv = q_t - v_new
-        info.update(self._policy_step(obs, act, beta_u, adv))
+        policy_info = self._policy_step(obs, act, beta_u, adv)
         q_loss, q1 = iql.q_loss(self.q, next_v, obs, act, rew, done, cfg.discount)
         _step(self.q_opt, q_loss, list(self.q.parameters()))
         soft_update(self.q_target, self.q, cfg.tau)
-        info.update(value_loss=v_loss.detach(), q_loss=q_loss.detach(), q1_mean=mean_per_member(q1),
-                    v_mean=mean_per_member(v.detach()))
-        return info
+        return {**info, **policy_info, "value_loss": v_loss.detach(), "q_loss": q_loss.detach(),
+                "q1_mean": mean_per_member(q1), "v_mean": mean_per_member(v.detach())}
 
     def _update_awac(self, obs, act, rew, next_obs, done, online: bool) -> dict[str, torch.Tensor]:
         """Q (target from the balanced policy) → balance model → α → universal model → target."""
@@ -421,10 +420,9 @@ class FamO2O:
             pi_act = self.policy.rsample(obs, beta_u, self.rng).clamp(-1.0, 1.0)
             q_data, q_pi = self.q(torch.cat([obs, obs], 1), torch.cat([act, pi_act], 1)).chunk(2, dim=1)
             adv = q_data - q_pi
-        info.update(self._policy_step(obs, act, beta_u, adv))
+        policy_info = self._policy_step(obs, act, beta_u, adv)
         soft_update(self.q_target, self.q, cfg.tau)
-        info.update(q_loss=q_loss.detach(), q1_mean=mean_per_member(q1))
-        return info
+        return {**info, **policy_info, "q_loss": q_loss.detach(), "q1_mean": mean_per_member(q1)}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, explore: bool) -> torch.Tensor:

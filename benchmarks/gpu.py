@@ -9,7 +9,10 @@
 3. Writes `<out>/gpu-<device>.md`, `.json` and `.png` (and copies them to $OUT when that is set).
 
 A deadline (`--budget-s`) keeps the whole script inside the device's time: what does not fit is listed as skipped.
-On a CPU (`--device cpu`, small `--updates`) the same script checks itself; its numbers then mean nothing.
+The device is lent once, so nothing stops the script: a configuration that raises (a compile or capture failure,
+out of memory) is recorded with its error line and the next one runs; the report is rewritten after every step, so
+a run cut short still leaves what it measured. On a CPU (`--device cpu`, small `--updates`) the same script checks
+itself; its numbers then mean nothing.
 
 Usage: python -m benchmarks.gpu [--updates 20000] [--run-steps 100000] [--device cuda] [--out results/bench]
 """
@@ -39,12 +42,37 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+CHECK_UPDATES = 100  # compiled against eager, in lockstep from the same initialisation and batches
+CHECK_TOLERANCE = 5e-2  # largest relative difference of a metric after CHECK_UPDATES updates (see max_rel_diff)
+
+
+def max_rel_diff(eager: dict[str, torch.Tensor], compiled: dict[str, torch.Tensor]) -> float:
+    """The largest |compiled − eager| / (|eager| + 1e-3) over every metric of one update (inf if not finite).
+
+    Inductor fuses and reorders float operations, so the two differ in the last bits after one update and the
+    differences grow slowly with training; a graph that froze something which should move (a batch, a counter,
+    the lr) differs by order one within a few updates."""
+    worst = 0.0
+    for k, e in eager.items():
+        d = ((compiled[k].float() - e.float()).abs() / (e.float().abs() + 1e-3)).max().item()
+        worst = max(worst, d if d == d else float("inf"))
+    return worst
+
+
 def time_config(algo: str, seeds: int, compiled: bool, updates: int, device: torch.device) -> dict[str, float]:
-    """Warm up (compile, capture), then time `updates` updates; seconds per 1M updates per seed."""
+    """Warm up (compile, capture; a compiled update is first checked against eager for CHECK_UPDATES updates), then
+    time `updates` updates; seconds per 1M updates per seed."""
     from benchmarks.bench_engine import engine_step
 
     t0 = time.perf_counter()
     step = engine_step(algo, seeds, compile=compiled, device=device)
+    check: dict[str, float] = {}
+    if compiled:
+        eager = engine_step(algo, seeds, compile=False, device=device)
+        for i in range(1, CHECK_UPDATES + 1):
+            d = max_rel_diff(eager(), step())
+            if i in (1, CHECK_UPDATES):
+                check[f"after_{i}"] = d
     for _ in range(20):
         step()
     sync(device)
@@ -57,15 +85,23 @@ def time_config(algo: str, seeds: int, compiled: bool, updates: int, device: tor
     finite = all(bool(torch.isfinite(v).all()) for v in metrics.values())
     return {"algo": algo, "mode": "compiled" if compiled else "eager", "seeds": seeds, "updates": updates,
             "wall_s": wall, "warmup_s": warm, "s_per_1M_per_seed": wall / updates * 1e6 / seeds,
-            "updates_per_s": updates / wall, "finite": finite}
+            "updates_per_s": updates / wall, "finite": finite, "vs_eager": check}
+
+
+def error_line(e: BaseException) -> str:
+    """One line naming what went wrong (the exception's type and the last line of its message)."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
 def packed_run(steps: int, size: int, device: str, out: Path, deadline: float) -> dict[str, object]:
     """The end-to-end packed IQL run (5 seeds, compiled) on a freshly generated local:hopper-medium."""
     env = {**os.environ, "O2O_DATA_DIR": str(out / "data"), "PYTHONPATH": str(ROOT)}
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "o2o.generate", "one", "local:hopper-medium", "--size", str(size)],
-                   cwd=ROOT, env=env, check=True, timeout=max(deadline - time.time(), 1))
+    gen = subprocess.run([sys.executable, "-m", "o2o.generate", "one", "local:hopper-medium", "--size", str(size)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(deadline - time.time(), 1))
+    if gen.returncode != 0:
+        raise RuntimeError(f"o2o.generate exit {gen.returncode}: {(gen.stdout + gen.stderr).strip()[-300:]}")
     generate_s = time.perf_counter() - t
     run_dir = out / "iql-packed"
     cmd = [sys.executable, "baselines/iql.py", "--dataset", "local:hopper-medium", "--seeds", "0,1,2,3,4",
@@ -102,20 +138,35 @@ def write_report(results: list[dict], run: dict | None, skipped: list[str], args
              f"Command: `make bench-gpu` (`python -m benchmarks.gpu --updates {args.updates} --run-steps "
              f"{args.run_steps} --device {args.device}`), commit {commit.stdout.strip() or '?'}, torch "
              f"{torch.__version__}, {time.strftime('%Y-%m-%d')}; {total_s / 60:.1f} min in all.", "",
-             "Default config of each file, HalfCheetah dims (17/6), batch 256 per seed; warm-up (20 updates, "
-             "including torch.compile and CUDA-graph capture) not timed.", "",
-             "| algorithm | mode | seeds | s per 1M updates per seed | wall vs S = 1 (same mode) | warm-up s |",
-             "|---|---|---|---|---|---|"]
+             "Default config of each file, HalfCheetah dims (17/6), batch 256 per seed; the warm-up (the check "
+             "below, 20 updates, torch.compile and CUDA-graph capture) is not timed.", "",
+             "A compiled row is first checked against eager in lockstep (same initialisation and batches): the "
+             f"largest relative difference of any metric after 1 and after {CHECK_UPDATES} updates (tolerance "
+             f"{CHECK_TOLERANCE:g} after {CHECK_UPDATES}: Inductor reorders float operations, so the last bits "
+             "differ and the differences grow slowly; a graph that froze a batch, counter or lr differs by order "
+             "one).", "",
+             "| algorithm | mode | seeds | s per 1M updates per seed | wall vs S = 1 (same mode) | warm-up s | "
+             f"vs eager (1 / {CHECK_UPDATES} updates) |",
+             "|---|---|---|---|---|---|---|"]
+    timed = [r for r in results if "error" not in r]
     for r in results:
-        base = next((b for b in results if b["algo"] == r["algo"] and b["mode"] == r["mode"] and b["seeds"] == 1),
+        if "error" in r:
+            lines.append(f"| {r['algo']} | {r['mode']} | {r['seeds']} | failed: {r['error']} | – | – | – |")
+            continue
+        base = next((b for b in timed if b["algo"] == r["algo"] and b["mode"] == r["mode"] and b["seeds"] == 1),
                     None)
         rel = f"{r['wall_s'] / r['updates'] / (base['wall_s'] / base['updates']):.2f}×" if base else "–"
         flag = "" if r["finite"] else " (non-finite metrics!)"
+        check = r.get("vs_eager") or {}
+        vs = "–" if not check else (f"{check['after_1']:.1e} / {check[f'after_{CHECK_UPDATES}']:.1e}" + (
+            "" if check[f"after_{CHECK_UPDATES}"] <= CHECK_TOLERANCE else " (over tolerance!)"))
         lines.append(f"| {r['algo']} | {r['mode']} | {r['seeds']} | {r['s_per_1M_per_seed']:.0f}{flag} | {rel} | "
-                     f"{r['warmup_s']:.0f} |")
+                     f"{r['warmup_s']:.0f} | {vs} |")
     if skipped:
         lines += ["", "Not run (time budget): " + ", ".join(skipped) + "."]
-    if run is not None:
+    if run is not None and "error" in run:
+        lines += ["", "## Packed IQL run (5 seeds, compiled) end to end", "", f"Failed: {run['error']}"]
+    elif run is not None:
         lines += ["", "## Packed IQL run (5 seeds, compiled) end to end", "",
                   f"`{run['command']}` on local:hopper-medium ({run['dataset_size']} transitions, generated in "
                   f"{run['generate_s']:.0f} s): exit {run['returncode']}, {run['wall_s']:.0f} s wall including "
@@ -137,7 +188,7 @@ def write_report(results: list[dict], run: dict | None, skipped: list[str], args
     labels = [f"{m} S={s}" for m, s, _ in CONFIGS]
     width = 0.8 / len(ALGOS)
     for i, algo in enumerate(ALGOS):
-        vals = [next((r["s_per_1M_per_seed"] for r in results if r["algo"] == algo and r["mode"] == m
+        vals = [next((r["s_per_1M_per_seed"] for r in timed if r["algo"] == algo and r["mode"] == m
                       and r["seeds"] == s), float("nan")) for m, s, _ in CONFIGS]
         ax.bar([j + i * width for j in range(len(CONFIGS))], vals, width, label=algo.upper())
     ax.set_xticks([j + width for j in range(len(CONFIGS))], labels)
@@ -166,7 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start + args.budget_s
     name = device_name(device)
     print(f"[bench-gpu] {name}, torch {torch.__version__}, {args.updates} updates per configuration", flush=True)
-    results, skipped = [], []
+    results: list[dict] = []
+    skipped: list[str] = []
+    run: dict | None = None
+
+    def report() -> list[Path]:
+        files = write_report(results, run, skipped, args, Path(args.out), name, time.time() - start)
+        if os.environ.get("OUT"):
+            for f in files:
+                shutil.copy(f, Path(os.environ["OUT"]) / f.name)
+        return files
+
     reserve = 220.0  # seconds kept for the packed run (compile, 100k updates, evaluations)
     for algo in ALGOS:
         for mode, seeds, compiled in CONFIGS:
@@ -174,24 +235,33 @@ def main(argv: list[str] | None = None) -> int:
             if time.time() > deadline - reserve:
                 skipped.append(label)
                 continue
-            r = time_config(algo, seeds, compiled, args.updates, device)
+            try:
+                r = time_config(algo, seeds, compiled, args.updates, device)
+                print(f"[bench-gpu] {label}: {r['s_per_1M_per_seed']:.0f} s per 1M updates per seed "
+                      f"(warm-up {r['warmup_s']:.0f} s)", flush=True)
+            except Exception as e:  # recorded, and the next configuration runs: the device is lent once
+                r = {"algo": algo, "mode": mode, "seeds": seeds, "error": error_line(e)}
+                print(f"[bench-gpu] {label}: failed: {r['error']}", flush=True)
             results.append(r)
-            print(f"[bench-gpu] {label}: {r['s_per_1M_per_seed']:.0f} s per 1M updates per seed "
-                  f"(warm-up {r['warmup_s']:.0f} s)", flush=True)
             torch._dynamo.reset()
-    run = None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            report()
     with tempfile.TemporaryDirectory(prefix="o2o-bench-gpu-") as tmp:
         if time.time() < deadline:
-            run = packed_run(args.run_steps, args.dataset_size, args.device, Path(tmp), deadline + reserve)
-            print(f"[bench-gpu] packed IQL run: exit {run['returncode']}, {run['wall_s']:.0f} s", flush=True)
+            try:
+                run = packed_run(args.run_steps, args.dataset_size, args.device, Path(tmp), deadline + reserve)
+                print(f"[bench-gpu] packed IQL run: exit {run['returncode']}, {run['wall_s']:.0f} s", flush=True)
+            except Exception as e:  # a timeout or a failed dataset generation
+                run = {"error": error_line(e)}
+                print(f"[bench-gpu] packed IQL run: failed: {run['error']}", flush=True)
         else:
             skipped.append("packed IQL run")
-    files = write_report(results, run, skipped, args, Path(args.out), name, time.time() - start)
-    if os.environ.get("OUT"):
-        for f in files:
-            shutil.copy(f, Path(os.environ["OUT"]) / f.name)
+    files = report()
     print("[bench-gpu] wrote " + ", ".join(str(f) for f in files), flush=True)
-    return 0
+    failed = [f"{r['algo']} {r['mode']} S={r['seeds']}" for r in results if "error" in r or not r["finite"]
+              or (r["vs_eager"] and r["vs_eager"][f"after_{CHECK_UPDATES}"] > CHECK_TOLERANCE)]
+    return 1 if failed or (run is not None and ("error" in run or run["returncode"] != 0)) else 0
 
 
 if __name__ == "__main__":

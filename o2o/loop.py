@@ -61,6 +61,7 @@ from o2o.training import (
     Checkpointer,
     CheckpointError,
     Evaluator,
+    GraphedStep,
     MetricLog,
     config_dict,
     pick_device,
@@ -195,20 +196,13 @@ def run_dirs(name: str, cfg: LoopConfig) -> list[Path]:
     return [base / f"seed{s}" for s in cfg.seeds]
 
 
-def compile_step(fn: Callable[..., Any], enabled: bool, device: torch.device,
-                 static: list[torch.Tensor] | None = None) -> Callable[..., Any]:
-    """`fn` itself, or torch.compile(fn): CUDA graphs (mode reduce-overhead) on a GPU, Inductor kernels on a CPU.
-
-    `static` tensors are mutated in place by `fn` (random-stream counters, the buffer): marked static so that a
-    CUDA graph can own their addresses.
-    """
+def compile_step(fn: Callable[..., Any], enabled: bool, device: torch.device) -> Callable[..., Any]:
+    """`fn` itself, or torch.compile(fn): Inductor kernels, and on a GPU the whole update replayed as one CUDA graph
+    (o2o.training.GraphedStep)."""
     if not enabled:
         return fn
-    if device.type == "cuda":
-        for t in static or []:
-            torch._dynamo.mark_static_address(t)
-        return torch.compile(fn, mode="reduce-overhead")
-    return torch.compile(fn)
+    compiled = torch.compile(fn)
+    return GraphedStep(compiled) if device.type == "cuda" else compiled
 
 
 def main(config_cls: type[LoopConfig], presets: Presets | None, algorithm: Callable[[Any], Algorithm],
@@ -348,7 +342,7 @@ def _train(cfg: LoopConfig, algo: Algorithm, seeds: list[int], dirs: list[Path],
     agent = algo.build(cfg, Setup(seeds, spec, ds.obs_dim, ds.act_dim, float(np.max(high)), device, observations))
     rng = MemberRNG(seeds, "batches", device)
     step_fn = compile_step(lambda online: agent.update(buffer.sample(rng, cfg.batch_size), online), cfg.compile,
-                           device, [rng.counter, rng.key, buffer.table])
+                           device)
 
     # ---- state, or its checkpoint ----
     total = cfg.offline_steps + cfg.online_steps

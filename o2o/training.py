@@ -78,6 +78,68 @@ def retain_freed_memory(device: torch.device) -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
+class GraphedStep:
+    """A compiled update replayed as one CUDA graph: the whole step, batch sampling and optimiser steps included.
+
+    LeanRL's recipe: torch.compile fuses the kernels, then the entire call is captured (torch.cuda.graph), graph
+    breaks and all (backward passes, fused Adam, zero_grad run as captured kernels too), so an update costs one
+    launch. Each argument tuple (offline / online) gets its own graph: its first `warmup` calls run `fn` as it is,
+    on a side stream as capture requires (lazy compilation of the backward, library workspaces, optimiser state);
+    the next call captures and replays. Every call is exactly one update, as in eager mode.
+
+    A replay runs the captured kernels on fixed addresses and no Python: whatever the update reads that changes
+    between steps must be a tensor changed in place (random-stream counters, buffer counts, IQL's lr, CQL's step),
+    never a Python value (tests/test_engine.py::test_update_reads_no_python_value_that_changes). Outputs are the
+    graph's own tensors, rewritten by the next replay: read them before the next call (MetricLog.add does).
+    If capture fails, one warning line, and `fn` runs on uncaptured.
+    """
+
+    def __init__(self, fn: Callable[..., Any], warmup: int = 3) -> None:
+        self.fn, self.warmup = fn, warmup
+        self.calls: dict[tuple, int] = {}
+        self.graphs: dict[tuple, tuple[Any, Any]] = {}  # args -> (graph, its output)
+        self.failed: str | None = None
+        self._stream: Any = None
+
+    def __call__(self, *args: Any) -> Any:
+        if args in self.graphs:
+            graph, out = self.graphs[args]
+            graph.replay()
+            return out
+        if self.failed is not None:
+            return self.fn(*args)
+        n = self.calls[args] = self.calls.get(args, 0) + 1
+        if n <= self.warmup:
+            return self._warm(args)
+        try:
+            graph, out = self._capture(args)
+        except Exception as e:  # a host sync, a CPU tensor, an unsupported op in the update: run it uncaptured
+            self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            warn(f"CUDA graph capture of the update failed ({self.failed[:300]}); it runs compiled, without a graph")
+            return self.fn(*args)
+        self.graphs[args] = (graph, out)
+        graph.replay()  # capture records the kernels without running them: this is the call's update
+        return out
+
+    def _warm(self, args: tuple) -> Any:
+        """One update on a side stream, ordered after and before the current stream's work."""
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        current = torch.cuda.current_stream()
+        self._stream.wait_stream(current)
+        with torch.cuda.stream(self._stream):
+            out = self.fn(*args)
+        current.wait_stream(self._stream)
+        return out
+
+    def _capture(self, args: tuple) -> tuple[Any, Any]:
+        """Record one call of `fn` as a CUDA graph (nothing runs); (graph, its output tensors)."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.fn(*args)
+        return graph, out
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""
     random.seed(seed)

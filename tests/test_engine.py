@@ -387,14 +387,8 @@ def test_compiled_update_matches_eager(hopper_file):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
-@pytest.mark.parametrize("algo,base", [("iql", None), ("awac", None), ("cql", None), ("famo2o", "iql"),
-                                       ("famo2o", "awac")])
-def test_every_update_compiles(algo, base, online, hopper_file):
-    """Every algorithm's update runs under torch.compile with graph breaks at its optimiser steps (dynamo and AOT
-    autograd, as `--compile` uses them, with eager kernels so the test takes seconds; Inductor's numbers are checked
-    above) and gives eager's numbers. A loss whose graph is shared with an earlier backward (one autograd node per
-    compiled region) fails here: FamO2O's temperature loss once did."""
+def tiny_setup(algo: str, base: str | None, hopper_file: str, **fields):
+    """(module, agent config, two-seed Setup, dataset fields, dataset) of `algo` at test sizes on the Hopper file."""
     from o2o.data import load_dataset
 
     mod = importlib.import_module(MODULES[algo])
@@ -403,8 +397,20 @@ def test_every_update_compiles(algo, base, online, hopper_file):
             "done": ds.terminals}
     cls = {"iql": "IQLConfig", "awac": "AWACConfig", "cql": "CQLConfig", "famo2o": "FamO2OConfig"}[algo]
     extra = {"cql_n_actions": 4} if algo == "cql" else {"base": base} if base else {}
-    cfg = getattr(mod, cls)(hidden_dim=32, batch_size=64, **extra)
+    cfg = getattr(mod, cls)(hidden_dim=32, batch_size=64, **fields, **extra)
     setup = loop.Setup([0, 1], ds.spec, ds.obs_dim, ds.act_dim, 1.0, torch.device("cpu"), ds.observations)
+    return mod, cfg, setup, data, ds
+
+
+@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
+@pytest.mark.parametrize("algo,base", [("iql", None), ("awac", None), ("cql", None), ("famo2o", "iql"),
+                                       ("famo2o", "awac")])
+def test_every_update_compiles(algo, base, online, hopper_file):
+    """Every algorithm's update runs under torch.compile with graph breaks at its optimiser steps (dynamo and AOT
+    autograd, as `--compile` uses them, with eager kernels so the test takes seconds; Inductor's numbers are checked
+    above) and gives eager's numbers. A loss whose graph is shared with an earlier backward (one autograd node per
+    compiled region) fails here: FamO2O's temperature loss once did."""
+    mod, cfg, setup, data, _ = tiny_setup(algo, base, hopper_file)
     torch._dynamo.reset()
     outs = []
     for compiled in (False, True):
@@ -419,6 +425,116 @@ def test_every_update_compiles(algo, base, online, hopper_file):
         outs.append(metrics)
     for k in outs[0]:
         assert torch.allclose(outs[0][k], outs[1][k], rtol=1e-4, atol=1e-5, equal_nan=True), k
+
+
+def steady_updates(algo: str, base: str | None, hopper_file: str, change=None) -> None:
+    """The loop's sequence under torch.compile (dynamo only): offline updates, then acting, buffer adds and online
+    updates, with evaluation's acting between them. After one warm-up of each phase, any recompilation raises:
+    dynamo recompiles when a Python value that the traced update read has changed (floats too, specialised here),
+    and a CUDA graph (o2o.training.GraphedStep) would have frozen that value. `change(agent)` runs between the
+    later steps (the control)."""
+    mod, cfg, setup, data, ds = tiny_setup(algo, base, hopper_file, offline_steps=10, online_steps=10)
+    agent, buf, rng = mod.algorithm(cfg).build(cfg, setup), ReplayBuffer(data, 2, 10), MemberRNG([0, 1], "batches")
+    obs = torch.as_tensor(ds.observations[:2], dtype=torch.float32).unsqueeze(1).repeat(1, 64, 1)  # (S, 64, d)
+    torch._dynamo.reset()
+    step = torch.compile(lambda online: agent.update(buf.sample(rng, 64), online), backend="eager")
+
+    def online_step() -> None:
+        act = loop.act_padded(agent, obs, explore=True)[:, 0]
+        buf.add(buf.rows(obs[:, 0].numpy(), act.numpy(), np.ones(2), obs[:, 0].numpy(), np.zeros(2)))
+        step(True)
+
+    with torch._dynamo.config.patch(specialize_float=True):
+        for _ in range(2):
+            step(False)
+        for _ in range(2):
+            online_step()
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for _ in range(3):
+                if change is not None:
+                    change(agent)
+                step(False)
+                loop.act_padded(agent, obs, explore=False)  # evaluation between updates
+                online_step()
+
+
+@pytest.mark.parametrize("algo,base", [("iql", None), ("awac", None), ("cql", None), ("famo2o", "iql"),
+                                       ("famo2o", "awac")])
+def test_update_reads_no_python_value_that_changes(algo, base, hopper_file):
+    """What a GPU run's CUDA graph freezes does not change: everything an update reads that moves between steps
+    (random-stream counters, buffer counts, lr schedule, step counters) is a tensor changed in place."""
+    steady_updates(algo, base, hopper_file)
+
+
+def test_a_python_value_read_by_the_update_is_caught(hopper_file):
+    """Control for the test above: an update that reads a Python float which changes (IQL's discount) recompiles."""
+    import dataclasses
+
+    def change(agent):
+        agent.cfg = dataclasses.replace(agent.cfg, discount=agent.cfg.discount * 0.999)
+
+    with pytest.raises(Exception, match="[Rr]ecompil"):
+        steady_updates("iql", None, hopper_file, change)
+
+
+class _Toy:
+    """A stand-in update: one in-place step of a parameter, its new value as the output."""
+
+    def __init__(self) -> None:
+        self.w = torch.zeros(3)
+        self.updates = 0
+
+    def __call__(self, online: bool) -> dict[str, torch.Tensor]:
+        self.updates += 1
+        self.w.add_(2.0 if online else 1.0)
+        return {"w": self.w * 1.0}
+
+
+class _FakeGraphStep(loop.GraphedStep):
+    """GraphedStep with its two CUDA calls emulated on the CPU: a capture records without running (state rolled
+    back), a replay reruns the update writing into the captured output tensors."""
+
+    def __init__(self, fn: _Toy, fail: bool = False) -> None:
+        super().__init__(fn)
+        self.fail, self.warmed, self.captured = fail, 0, 0
+
+    def _warm(self, args):
+        self.warmed += 1
+        return self.fn(*args)
+
+    def _capture(self, args):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.captured += 1
+        before, updates = self.fn.w.clone(), self.fn.updates
+        out = self.fn(*args)
+        self.fn.w.copy_(before)
+        self.fn.updates = updates
+        fn = self.fn
+
+        class Graph:
+            def replay(self):
+                for k, v in fn(*args).items():
+                    out[k].copy_(v)
+
+        return Graph(), out
+
+
+def test_graphed_step_makes_every_call_one_update():
+    toy = _Toy()
+    step = _FakeGraphStep(toy)
+    seen = [step(False)["w"][0].item() for _ in range(6)] + [step(True)["w"][0].item() for _ in range(5)]
+    assert toy.updates == 11 and seen == [1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16]  # eager's sequence
+    assert step.warmed == 6 and step.captured == 2  # 3 warm-ups and one capture per phase
+    assert step(False) is step(False)  # a replay returns the graph's own output tensors
+
+
+def test_a_failed_capture_warns_once_and_the_update_runs_uncaptured(capsys):
+    toy = _FakeGraphStep(_Toy(), fail=True)
+    seen = [toy(False)["w"][0].item() for _ in range(6)]
+    assert seen == [1, 2, 3, 4, 5, 6] and toy.fn.updates == 6
+    err = capsys.readouterr().err
+    assert err.count("CUDA graph capture of the update failed") == 1 and "stream is capturing" in err
 
 
 # ------------------------------------------------------------------------------------------------ run safety
