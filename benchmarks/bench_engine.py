@@ -89,7 +89,9 @@ def engine_step(algo: str, seeds: int, compile: bool = False, device: torch.devi
     agent = mod.algorithm(cfg).build(cfg, setup)
     buf = ReplayBuffer(data, seeds, 0, device)
     rng = MemberRNG(list(range(seeds)), "batches", device)
-    return synced(loop.compile_step(lambda: agent.update(buf.sample(rng, batch), False), compile, device))
+    step = synced(loop.compile_step(lambda: agent.update(buf.sample(rng, batch), False), compile, device))
+    step.agent, step.rng = agent, rng  # for checks that compare two updates from one state (benchmarks/gpu.py)
+    return step
 
 
 ROUNDS = {"iql": 30, "awac": 30, "famo2o": 20, "cql": 4}
