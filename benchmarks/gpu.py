@@ -150,14 +150,15 @@ def write_report(results: list[dict], run: dict | None, skipped: list[str], args
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     lines = [f"# The engine on {name}", "",
              f"Command: `make bench-gpu` (`python -m benchmarks.gpu --updates {args.updates} --run-steps "
-             f"{args.run_steps} --device {args.device}`), commit {commit.stdout.strip() or '?'}, torch "
+             f"{args.run_steps} --dataset-size {args.dataset_size} --check-updates {args.check_updates} --device "
+             f"{args.device}`), commit {commit.stdout.strip() or '?'}, torch "
              f"{torch.__version__}, {time.strftime('%Y-%m-%d')}; {total_s / 60:.1f} min in all.", "",
              "Default config of each file, HalfCheetah dims (17/6), batch 256 per seed; the warm-up (the check "
              "below, 20 updates, torch.compile and CUDA-graph capture) is not timed.", "",
              f"A compiled row is first checked against eager: before each of {args.check_updates} compiled updates "
              "(warm-ups, CUDA-graph capture, replays) an eager twin takes the compiled agent's state and batch "
              "stream and both update; the column gives the largest relative difference of any metric (tolerance "
-             f"{CHECK_TOLERANCE:g}: Inductor reorders float operations, so the last bits differ; a graph that read "
+             f"{CHECK_TOLERANCE:.0e}: Inductor reorders float operations, so the last bits differ; a graph that read "
              "anything but the live state would differ by order one).", "",
              "| algorithm | mode | seeds | s per 1M updates per seed | wall vs S = 1 (same mode) | warm-up s | "
              "vs eager, one update from one state |",
