@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from o2o.training import error_line
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = [("eager", 1, False), ("compiled", 1, True), ("compiled", 5, True), ("compiled", 10, True)]
 ALGOS = ("iql", "awac", "cql")
@@ -100,12 +102,6 @@ def time_config(algo: str, seeds: int, compiled: bool, updates: int, device: tor
     return {"algo": algo, "mode": "compiled" if compiled else "eager", "seeds": seeds, "updates": updates,
             "wall_s": wall, "warmup_s": warm, "s_per_1M_per_seed": wall / updates * 1e6 / seeds,
             "updates_per_s": updates / wall, "finite": finite, "vs_eager": check}
-
-
-def error_line(e: BaseException) -> str:
-    """One line naming what went wrong (the exception's type and the last line of its message)."""
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
 def packed_run(steps: int, size: int, device: str, out: Path, deadline: float) -> dict[str, object]:
@@ -276,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append("packed IQL run")
     files = report()
     print("[bench-gpu] wrote " + ", ".join(str(f) for f in files), flush=True)
-    failed = [f"{r['algo']} {r['mode']} S={r['seeds']}" for r in results if "error" in r or not r["finite"]
-              or (r["vs_eager"] and r["vs_eager"]["max_rel_diff"] > CHECK_TOLERANCE)]
-    return 1 if failed or (run is not None and ("error" in run or run["returncode"] != 0)) else 0
+    failed = any("error" in r or not r["finite"] or (r["vs_eager"] and r["vs_eager"]["max_rel_diff"] > CHECK_TOLERANCE)
+                 for r in results) or (run is not None and ("error" in run or run["returncode"] != 0))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ class GraphedStep:
         try:
             graph, out = self._capture(args)
         except Exception as e:  # a host sync, a CPU tensor, an unsupported op in the update: run it uncaptured
-            self.failed = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
-            warn(f"CUDA graph capture of the update failed ({self.failed[:300]}); it runs compiled, without a graph")
+            self.failed = error_line(e)
+            warn(f"CUDA graph capture of the update failed ({self.failed}); it runs compiled, without a graph")
             return self.fn(*args)
         self.graphs[args] = (graph, out)
         graph.replay()  # capture records the kernels without running them: this is the call's update
@@ -431,6 +431,12 @@ def torch_policy(actor: Callable[[torch.Tensor], torch.Tensor], device: torch.de
 def config_dict(cfg: Any) -> dict[str, Any]:
     """A dataclass config as a plain dict."""
     return asdict(cfg)
+
+
+def error_line(e: BaseException) -> str:
+    """One line naming what went wrong: the exception's type and the last line of its message (at most 300 chars)."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
 def warn(msg: str) -> None:
