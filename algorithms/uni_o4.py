@@ -131,7 +131,7 @@ from o2o.transforms import (  # noqa: E402
 )
 
 ALGORITHM = "uni_o4"
-CACHE_VERSION = 3  # bump when a stage's computation or o2o.nets.NETS_LAYOUT changes (old caches then miss)
+CACHE_VERSION = 4  # bump when a stage's computation or o2o.nets.NETS_LAYOUT changes (old caches then miss)
 LOG_STD_RANGE = (-5.0, 0.0)  # net.py GaussPolicyMLP: tanh output mapped linearly onto (−5, 0)
 ADV_EPS = 1e-10  # utils.py CONST_EPS in the advantage normalisation
 

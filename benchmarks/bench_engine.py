@@ -12,6 +12,8 @@ included). One torch thread on a CPU by default; O2O_BENCH_DEVICE=cuda times a G
   pre-engine one (within NOISE, the run-to-run spread of this shared machine).
 - `test_fixed_cost[algo]`: the single-seed update's fixed cost (batch 8) against the pre-engine file, and operators
   per update of each (informational).
+- `test_narrow_layer[out-rows]`: a narrow layer's forward and backward as o2o.nets.NarrowMatmul against the (in, cols)
+  layout under autograd's baddbmm (target ≥ 1.5× on a CPU).
 - `test_retained_memory[algo]`: in a fresh process, page faults and ms per update at S = 1 and 5 before and after
   o2o.training.retain_freed_memory (CPU under glibc; informational).
 
@@ -259,3 +261,47 @@ def test_retained_memory(benchmark, algo: str) -> None:
     benchmark.extra_info.update(before={"S=1": [float(f1), float(t1)], "S=5": [float(f5), float(t5)]},
                                 retained={"S=1": [float(g1), float(u1)], "S=5": [float(g5), float(u5)]})
     benchmark.pedantic(lambda: None, rounds=1)
+
+
+NARROW_TARGET = 1.5  # a narrow layer's forward and backward, NarrowMatmul against the (in, cols) layout (CPU)
+
+
+@pytest.mark.parametrize("rows", [256, 2560])  # a batch; CQL's 10 sampled actions per state of a batch
+@pytest.mark.parametrize("out", [1, 6])  # a critic's or value head (2 stored outputs); a HalfCheetah actor's mean
+def test_narrow_layer(benchmark, out: int, rows: int) -> None:
+    """Why a narrow layer (fewer than o2o.nets.NARROW outputs) is stored (cols, in) and runs as NarrowMatmul: its
+    forward and backward (input, weight and bias gradients) for twin critics of one seed (M = 2, 256 inputs),
+    against the same layer stored (in, cols) under autograd's baddbmm, in interleaved blocks of one run. On a CPU
+    the target is NARROW_TARGET× (MKL's batched GEMMs with 2 to 8 result columns are several times slower)."""
+    from o2o.nets import EnsembleLinear, block_view
+
+    layer = EnsembleLinear(2, 256, out).to(DEVICE)
+    assert layer.narrow
+    x = torch.randn(2, rows, 256, device=DEVICE, requires_grad=True)
+    grad = torch.randn(2, rows, out, device=DEVICE)
+    w_old = block_view(layer.weight_store, *layer.weight_shape).detach().transpose(1, 2).contiguous().requires_grad_()
+    b_old = block_view(layer.bias_store, 1, layer.cols).detach().clone().requires_grad_()
+
+    def narrow() -> None:
+        layer(x).backward(grad)
+
+    def in_cols() -> None:
+        layer.columns(torch.baddbmm(b_old, x, w_old)).backward(grad)
+
+    steps = {"NarrowMatmul": synced(narrow), "(in, cols) baddbmm": synced(in_cols)}
+    n = max(2, 20_000 // rows)
+    for fn in steps.values():
+        rate(fn, n)
+    rates: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(15):
+        for k, fn in steps.items():
+            rates[k].append(rate(fn, n))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    gain = med["NarrowMatmul"] / med["(in, cols) baddbmm"]
+    print(f"\n[{out}-output layer, 2 x {rows} rows, on {DEVICE}] us per forward and backward: NarrowMatmul "
+          f"{1e6 / med['NarrowMatmul']:.0f}, (in, cols) baddbmm {1e6 / med['(in, cols) baddbmm']:.0f}; "
+          f"speed {gain:.2f}x")
+    benchmark.extra_info.update(gain=gain, **{k: 1e6 / v for k, v in med.items()})
+    benchmark.pedantic(lambda: None, rounds=1)
+    if DEVICE.type == "cpu":
+        assert gain >= NARROW_TARGET, f"NarrowMatmul gives {gain:.2f}x (target {NARROW_TARGET})"

@@ -38,7 +38,7 @@ MEMBER_PAD = 64
 
 # The layout of EnsembleLinear's parameters in state dicts and checkpoints; bumped when it changes (checkpoints
 # record it, and a run of another layout is refused on --resume rather than loaded wrongly).
-NETS_LAYOUT = 2
+NETS_LAYOUT = 3
 
 
 def member_parameter(members: int, n: int, value: float) -> nn.Parameter:
@@ -63,37 +63,72 @@ def block_view(param: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # Layers
 # ----------------------------------------------------------------------------------------------------------------
+class NarrowMatmul(torch.autograd.Function):
+    """x (M, B, in) · wᵀ + b for a weight stored in nn.Linear's layout, w (M, cols, in), with the weight gradient
+    computed as gᵀ·x (M, cols, in) rather than xᵀ·g (M, in, cols).
+
+    On a CPU (MKL) a batched matmul whose result has few columns (2 to 8) runs 3 to 7 times slower than the same
+    products with the narrow operand transposed; autograd's baddbmm backward produces the (in, cols) gradient, so a
+    narrow layer (a critic's or value head, a locomotion actor's mean) cost more than its 256 × 256 hidden layers.
+    Both orders are exact at any M: a member's numbers never depend on the other members (tests/test_engine.py).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        return torch.baddbmm(b, x, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        return (torch.bmm(grad, w) if need_x else None,
+                torch.bmm(grad.transpose(1, 2), x) if need_w else None,
+                grad.sum(1, keepdim=True) if need_b else None)
+
+
+NARROW = 16  # a layer of fewer output columns is stored (M, cols, in) and runs as NarrowMatmul (MKL's narrow GEMMs)
+
+
 class EnsembleLinear(nn.Module):
     """M independent Linear layers as one batched matmul: (M, B, in) -> (M, B, out).
 
-    Each member's weight (in, cols) and bias (1, cols) are member_blocks (`weight_store`, `bias_store`): stored as
-    they are when their size is a whole number of MEMBER_PAD elements, else flat and padded to one, so the fused
-    optimisers run every member's values through the same vectorised code whatever M is and a seed gets
-    bit-identical updates alone and packed (their tail loops round differently). cols = out, except for a scalar
-    head (out = 1): batched GEMV kernels round differently for 1 and M members, so a head is stored with a second
-    column of zeros and runs as a 2-column GEMM (exact at any M) whose first column is kept; no gradient reaches the
-    zero column, so it stays zero. `weight` (M, in, out) and `bias` (M, 1, out) are views of the real columns.
+    Each member's weight and bias (1, cols) are member_blocks (`weight_store`, `bias_store`): stored as they are
+    when their size is a whole number of MEMBER_PAD elements, else flat and padded to one, so the fused optimisers
+    run every member's values through the same vectorised code whatever M is and a seed gets bit-identical updates
+    alone and packed (their tail loops round differently). The weight block is (in, cols), or (cols, in), nn.Linear's
+    layout, for a narrow layer (cols < NARROW, run as NarrowMatmul). cols = out, except for a scalar head (out = 1):
+    batched GEMV kernels round differently for 1 and M members, so a head is stored with a second output of zeros and
+    runs as a 2-column GEMM (exact at any M) whose first column is kept; no gradient reaches the zero column, so it
+    stays zero. `weight` (M, in, out) and `bias` (M, 1, out) are views of the real values whatever the layout.
     """
 
     def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
         self.cols = 2 if out_dim == 1 else out_dim
-        self.weight_store = member_block(members, in_dim, self.cols)
+        self.narrow = self.cols < NARROW
+        self.weight_shape = (self.cols, in_dim) if self.narrow else (in_dim, self.cols)  # one member's block
+        self.weight_store = member_block(members, *self.weight_shape)
         self.bias_store = member_block(members, 1, self.cols)
 
     def stored(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight (M, in, cols) and bias (M, 1, cols) as the forward uses them (a head's zero column included)."""
-        return block_view(self.weight_store, self.in_dim, self.cols), block_view(self.bias_store, 1, self.cols)
+        """Weight (M, *weight_shape) and bias (M, 1, cols) as the forward uses them (a head's zero column included)."""
+        return block_view(self.weight_store, *self.weight_shape), block_view(self.bias_store, 1, self.cols)
 
     def columns(self, t: torch.Tensor) -> torch.Tensor:
         """The real columns (..., out) of a (..., cols) tensor: a head's zero column left out."""
         return t if self.cols == self.out_dim else t[..., :self.out_dim]
 
+    def real_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """The real values of a (M, *weight_shape) block (the weight, or its gradient), in the stored order."""
+        return w[:, :self.out_dim] if self.narrow else w
+
     @property
     def weight(self) -> torch.Tensor:
         """(M, in, out) view of weight_store."""
-        return self.columns(block_view(self.weight_store, self.in_dim, self.cols))
+        w = self.real_weight(block_view(self.weight_store, *self.weight_shape))
+        return w.transpose(1, 2) if self.narrow else w
 
     @property
     def bias(self) -> torch.Tensor:
@@ -121,12 +156,15 @@ class EnsembleLinear(nn.Module):
         self.weight[m].copy_(w.T)
         self.bias[m, 0].copy_(b)
 
-    def forward(self, x: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        """x (M, B, in) -> (M, B, out); `detach` uses detached weights (gradients reach x only)."""
+    def forward(self, x: torch.Tensor, detach: bool = False, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x (M, B, in) -> (M, B, out); `detach` uses detached weights (gradients reach x only); `rows` (M',) runs
+        those members only, x (M', B, in)."""
         w, b = self.stored()
         if detach:
             w, b = w.detach(), b.detach()
-        return self.columns(torch.baddbmm(b, x, w))
+        if rows is not None:
+            w, b = w[rows], b[rows]
+        return self.columns(NarrowMatmul.apply(x, w, b) if self.narrow else torch.baddbmm(b, x, w))
 
 
 class MLP(nn.Module):
@@ -500,7 +538,7 @@ class ProbabilisticEnsemble(nn.Module):
         h = h.reshape(s * e, b, self.in_dim)
         last = len(self.net.layers) - 1
         for i, layer in enumerate(self.net.layers):
-            h = torch.baddbmm(layer.bias[rows], h, layer.weight[rows])
+            h = layer(h, rows=rows)
             if i < last:
                 h = F.silu(h)
         return self._heads(h.view(s, e, b, -1))
@@ -527,7 +565,7 @@ def clip_grad_norm_per_member(module: nn.Module, max_norm: float, members: int) 
                 continue
             g = p.grad
             if isinstance(mod, EnsembleLinear) and name == "weight_store" and mod.cols != mod.out_dim:
-                g = mod.columns(block_view(g, mod.in_dim, mod.cols))  # flat and padded unless in·2 fills blocks
+                g = mod.real_weight(block_view(g, *mod.weight_shape))  # flat and padded unless in·2 fills blocks
             grads.append(g.reshape(members, -1))
     norms = sum(g.square().sum(1) for g in grads).sqrt()
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)

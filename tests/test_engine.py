@@ -108,15 +108,17 @@ def test_orthogonal_and_small_output_inits():
 
 
 def test_scalar_head_storage_keeps_its_zero_column():
-    """A scalar head (out = 1) is stored as 2 columns (exact 2-column GEMM at any S); `weight` shows the real column,
-    the forward equals x·w + b, and training leaves the second column at exactly zero. Unpadded blocks are stored
-    3-D (no view per forward); a control: a bias of 6 stays flat and padded."""
+    """A scalar head (out = 1) is stored as 2 outputs (exact 2-column GEMM at any S) in nn.Linear's layout (a narrow
+    layer); `weight` shows the real column, the forward equals x·w + b, and training leaves the second output at
+    exactly zero. Unpadded blocks are stored 3-D (no view per forward); a control: a bias of 6 stays flat and padded,
+    and a wide layer (16 outputs) keeps the (in, out) layout."""
     layer = EnsembleLinear(3, 64, 1)
     for m, g in enumerate(member_generators([0, 1, 2], "head")):
         layer.init_member_(m, g)
-    assert layer.weight_store.shape == (3, 64, 2) and layer.weight.shape == (3, 64, 1)
+    assert layer.weight_store.shape == (3, 2, 64) and layer.weight.shape == (3, 64, 1)
     assert EnsembleLinear(2, 64, 6).bias_store.shape == (2, 64)  # 6 values padded to a MEMBER_PAD block
-    assert EnsembleLinear(2, 64, 6).weight_store.shape == (2, 64, 6)
+    assert EnsembleLinear(2, 64, 6).weight_store.shape == (2, 6, 64)
+    assert EnsembleLinear(2, 64, 16).weight_store.shape == (2, 64, 16)
     x = torch.randn(3, 5, 64)
     assert torch.allclose(layer(x), x @ layer.weight + layer.bias, atol=1e-5)
     opt = torch.optim.Adam(layer.parameters(), lr=0.1, fused=True)
@@ -124,8 +126,53 @@ def test_scalar_head_storage_keeps_its_zero_column():
         opt.zero_grad()
         layer(torch.randn(3, 5, 64)).square().sum().backward()
         opt.step()
-    assert torch.all(layer.weight_store[..., 1] == 0) and torch.all(layer.bias_store[:, 1] == 0)
-    assert torch.any(layer.weight_store[..., 0] != 0)
+    assert torch.all(layer.weight_store[:, 1] == 0) and torch.all(layer.bias_store[:, 1] == 0)
+    assert torch.any(layer.weight_store[:, 0] != 0)
+
+
+@pytest.mark.parametrize("out", [1, 6, 15, 16, 40])  # narrow (NarrowMatmul, (cols, in) blocks) and wide layers
+def test_ensemble_linear_matches_a_linear_per_member_forward_and_backward(out):
+    """Each member's output and gradients (input, weight, bias; with `detach`, the input's only) equal those of an
+    nn.Linear holding its weights (float64, so the comparison is exact up to rounding), and a member's numbers are
+    bit-identical alone and among 5 (the layer's two matmul forms are exact at any M)."""
+    torch.manual_seed(0)
+    layer = EnsembleLinear(5, 24, out).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    x = torch.randn(5, 7, 24, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(5, 7, out, dtype=torch.float64)
+    layer(x).backward(g)
+    for m in range(5):
+        ref = torch.nn.Linear(24, out).double()
+        with torch.no_grad():
+            ref.weight.copy_(layer.weight[m].T), ref.bias.copy_(layer.bias[m, 0])
+        xm = x[m].detach().clone().requires_grad_(True)
+        ref(xm).backward(g[m])
+        assert torch.allclose(layer(x)[m], ref(xm), atol=1e-12)
+        assert torch.allclose(x.grad[m], xm.grad, atol=1e-12)
+        real = block_view(layer.weight_store.grad, *layer.weight_shape)
+        w_grad = real[:, :out].transpose(1, 2) if layer.narrow else real
+        assert torch.allclose(w_grad[m], ref.weight.grad.T, atol=1e-12)
+        assert torch.allclose(block_view(layer.bias_store.grad, 1, layer.cols)[m, 0, :out], ref.bias.grad, atol=1e-12)
+    layer.zero_grad()
+    layer(x, detach=True).sum().backward()
+    assert layer.weight_store.grad is None or not layer.weight_store.grad.any()
+    # alone = packed, in float32 as training runs
+    pack = EnsembleLinear(5, 24, out)
+    with torch.no_grad():
+        for p in pack.parameters():
+            p.normal_()
+    alone = EnsembleLinear(1, 24, out)
+    alone.load_state_dict({k: v[2:3] for k, v in pack.state_dict().items()})
+    xs = torch.randn(5, 256, 24, requires_grad=True)
+    x2 = xs[2:3].detach().clone().requires_grad_(True)
+    gs = torch.randn(5, 256, out)
+    ys, y2 = pack(xs), alone(x2)
+    ys.backward(gs), y2.backward(gs[2:3])
+    assert torch.equal(ys[2:3], y2) and torch.equal(xs.grad[2:3], x2.grad)
+    assert torch.equal(pack.weight_store.grad[2:3], alone.weight_store.grad)
+    assert torch.equal(pack.bias_store.grad[2:3], alone.bias_store.grad)
 
 
 @pytest.mark.parametrize("hidden", [64, 20])  # the head's (hidden, 2) block: stored 3-D, or flat and padded
@@ -135,14 +182,14 @@ def test_clip_grad_norm_per_member_is_each_seeds_norm_of_its_real_values(hidden)
     net = MLP(5, 1, member_generators([0, 1], "clip"), hidden_dim=hidden)
     net(torch.randn(2, 8, 5)).square().sum().backward()
     head = net.layers[-1]
-    block_view(head.weight_store.grad, head.in_dim, head.cols)[..., 1] = 100.0  # must not count
+    block_view(head.weight_store.grad, *head.weight_shape)[:, 1] = 100.0  # the zero output: must not count
 
     def real_norms() -> torch.Tensor:
         sq = torch.zeros(2)
         for layer in net.layers:
-            w, b = (block_view(p.grad, *shape) for p, shape in ((layer.weight_store, (layer.in_dim, layer.cols)),
-                                                                  (layer.bias_store, (1, layer.cols))))
-            sq += w[..., :layer.out_dim].square().sum((1, 2)) + b[..., :layer.out_dim].square().sum((1, 2))
+            w = layer.real_weight(block_view(layer.weight_store.grad, *layer.weight_shape))
+            b = block_view(layer.bias_store.grad, 1, layer.cols)[..., :layer.out_dim]
+            sq += w.square().sum((1, 2)) + b.square().sum((1, 2))
         return sq.sqrt()
 
     before = real_norms()

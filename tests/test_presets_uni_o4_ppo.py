@@ -262,8 +262,9 @@ def test_uni_o4_choices_come_from_the_types(capsys):
 
 
 def test_uni_o4_stage_keys_survive_the_renames(monkeypatch):
-    """The renamed fields hash under their old names (keys of CACHE_VERSION 2, written before the renames); version 3
-    (o2o.nets.NETS_LAYOUT 2) gives every stage a new key, so caches of the old layout are never loaded."""
+    """The renamed fields hash under their old names (keys of CACHE_VERSION 2, written before the renames); later
+    versions (3: o2o.nets.NETS_LAYOUT 2, 4: layout 3) give every stage a new key, so caches of an old layout are never
+    loaded."""
     cfg = U.UniO4Config(dataset="local:hopper-medium")
     changed = dataclasses.replace(cfg, critic_lr=3e-4, normalize_states=False, discount=0.9)
     current = U.stage_keys(cfg)
