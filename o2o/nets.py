@@ -120,15 +120,21 @@ class EnsembleLinear(nn.Module):
         """The real columns (..., out) of a (..., cols) tensor: a head's zero column left out."""
         return t if self.cols == self.out_dim else t[..., :self.out_dim]
 
-    def real_weight(self, w: torch.Tensor) -> torch.Tensor:
-        """The real values of a (M, *weight_shape) block (the weight, or its gradient), in the stored order."""
+    def real_weight(self, store: torch.Tensor) -> torch.Tensor:
+        """The real values of weight_store or of its gradient, (M, *weight_shape) less a head's zero output, in the
+        stored order."""
+        w = block_view(store, *self.weight_shape)
         return w[:, :self.out_dim] if self.narrow else w
+
+    def in_out(self, store: torch.Tensor) -> torch.Tensor:
+        """(M, in, out) view of weight_store or of its gradient, whatever the layout."""
+        w = self.real_weight(store)
+        return w.transpose(1, 2) if self.narrow else w
 
     @property
     def weight(self) -> torch.Tensor:
         """(M, in, out) view of weight_store."""
-        w = self.real_weight(block_view(self.weight_store, *self.weight_shape))
-        return w.transpose(1, 2) if self.narrow else w
+        return self.in_out(self.weight_store)
 
     @property
     def bias(self) -> torch.Tensor:
@@ -565,7 +571,7 @@ def clip_grad_norm_per_member(module: nn.Module, max_norm: float, members: int) 
                 continue
             g = p.grad
             if isinstance(mod, EnsembleLinear) and name == "weight_store" and mod.cols != mod.out_dim:
-                g = mod.real_weight(block_view(g, *mod.weight_shape))  # flat and padded unless in·2 fills blocks
+                g = mod.real_weight(g)  # flat and padded unless in·2 fills blocks
             grads.append(g.reshape(members, -1))
     norms = sum(g.square().sum(1) for g in grads).sqrt()
     scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
