@@ -73,8 +73,11 @@ bench-gpu:
 	$(PYTHON) -m pip install -q --no-index --find-links .wheels mujoco gymnasium tqdm pyyaml tyro
 	$(PYTHON) -m benchmarks.gpu --out $(GPU_OUT)
 
-# cp312 manylinux wheels of what the device machine lacks (mujoco, gymnasium and their dependencies).
+# cp312 manylinux wheels of what the device machine lacks (mujoco, gymnasium and their dependencies), in .wheels/,
+# which this clone's .git/info/exclude is made to ignore (a fresh clone has no such line; carry names the folder).
 gpu-wheels:
+	@x=$$(git rev-parse --git-path info/exclude) && mkdir -p "$$(dirname "$$x")" && \
+		(grep -qxF '.wheels/' "$$x" 2>/dev/null || echo '.wheels/' >> "$$x")
 	$(BIN)/pip download -q --no-deps --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64 \
 		--platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any -d .wheels \
 		mujoco==3.11.0 gymnasium==1.4.0 absl-py==2.5.1 cloudpickle==3.1.2 etils==1.15.0 Farama-Notifications==0.0.6 \
