@@ -70,11 +70,12 @@ bench: setup
 PYTHON    ?= $(BIN)/python
 GPU_OUT   ?= results/bench
 bench-gpu:
-	$(PYTHON) -m pip install -q --no-index --find-links .wheels mujoco gymnasium tqdm pyyaml tyro
+	$(PYTHON) -m pip install -q --no-index --find-links .wheels mujoco gymnasium imageio tqdm pyyaml tyro
 	$(PYTHON) -m benchmarks.gpu --out $(GPU_OUT)
 
-# cp312 manylinux wheels of what the device machine lacks (mujoco, gymnasium and their dependencies), in .wheels/,
-# which this clone's .git/info/exclude is made to ignore (a fresh clone has no such line; carry names the folder).
+# cp312 manylinux wheels of what the device machine lacks (mujoco, gymnasium, the imageio its mujoco envs import,
+# and their dependencies), in .wheels/, which this clone's .git/info/exclude is made to ignore (a fresh clone has no
+# such line; carry names the folder).
 gpu-wheels:
 	@x=$$(git rev-parse --git-path info/exclude) && mkdir -p "$$(dirname "$$x")" && \
 		(grep -qxF '.wheels/' "$$x" 2>/dev/null || echo '.wheels/' >> "$$x")
@@ -82,7 +83,7 @@ gpu-wheels:
 		--platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform any -d .wheels \
 		mujoco==3.11.0 gymnasium==1.4.0 absl-py==2.5.1 cloudpickle==3.1.2 etils==1.15.0 Farama-Notifications==0.0.6 \
 		glfw==2.11.0 PyOpenGL==3.1.10 tqdm==4.70.1 PyYAML==6.0.3 fsspec==2026.9.0 zipp==4.1.2 tyro==1.0.16 \
-		docstring_parser==0.18.0 typeguard==4.6.1
+		docstring_parser==0.18.0 typeguard==4.6.1 imageio==2.38.1
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,7 +8,10 @@
    updates with its evaluations, on local:hopper-medium generated on the machine (`--dataset-size` transitions).
 3. Writes `<out>/gpu-<device>.md`, `.json` and `.png` (and copies them to $OUT when that is set).
 
-A deadline (`--budget-s`) keeps the whole script inside the device's time: what does not fit is listed as skipped.
+A deadline (`--budget-s`, the whole script's time) keeps it inside the device's time: the timings stop 220 s before
+it (a configuration that runs into that point is timed on the updates it finished, and its row says how many), the
+packed run is killed at it (its records say how far each seed got), and what does not fit is listed as skipped. The
+dataset is generated in the background while the timings run.
 The device is lent once, so nothing stops the script: a configuration that raises (a compile or capture failure,
 out of memory) is recorded with its error line and the next one runs; the report is rewritten after every step, so
 a run cut short still leaves what it measured. On a CPU (`--device cpu`, small `--updates`) the same script checks
@@ -78,9 +81,10 @@ def check_against_eager(compiled: Callable[[], dict], eager: Callable[[], dict],
 
 
 def time_config(algo: str, seeds: int, compiled: bool, updates: int, device: torch.device,
-                check_updates: int = CHECK_UPDATES) -> dict[str, float]:
+                check_updates: int = CHECK_UPDATES, stop_at: float = float("inf")) -> dict[str, float]:
     """Warm up (compile, capture; a compiled update is first checked against eager for `check_updates` updates),
-    then time `updates` updates; seconds per 1M updates per seed."""
+    then time `updates` updates; seconds per 1M updates per seed. The timed updates run in chunks, and no chunk
+    starts after `stop_at` (a time.time() value): a slow configuration is timed on fewer updates, and says so."""
     from benchmarks.bench_engine import engine_step
 
     t0 = time.perf_counter()
@@ -93,44 +97,70 @@ def time_config(algo: str, seeds: int, compiled: bool, updates: int, device: tor
         step()
     sync(device)
     warm = time.perf_counter() - t0
+    chunk, done = max(1, min(1000, updates // 20)), 0
     t = time.perf_counter()
-    for _ in range(updates):
-        metrics = step()
-    sync(device)
+    while done < updates and (done == 0 or time.time() < stop_at):
+        for _ in range(min(chunk, updates - done)):
+            metrics = step()
+        done += min(chunk, updates - done)
+        sync(device)  # one host sync per chunk, so the clock check sees finished work
     wall = time.perf_counter() - t
     finite = all(bool(torch.isfinite(v).all()) for v in metrics.values())
-    return {"algo": algo, "mode": "compiled" if compiled else "eager", "seeds": seeds, "updates": updates,
-            "wall_s": wall, "warmup_s": warm, "s_per_1M_per_seed": wall / updates * 1e6 / seeds,
-            "updates_per_s": updates / wall, "finite": finite, "vs_eager": check}
+    return {"algo": algo, "mode": "compiled" if compiled else "eager", "seeds": seeds, "updates": done,
+            "wall_s": wall, "warmup_s": warm, "s_per_1M_per_seed": wall / done * 1e6 / seeds,
+            "updates_per_s": done / wall, "finite": finite, "vs_eager": check}
 
 
-def packed_run(steps: int, size: int, device: str, out: Path, deadline: float) -> dict[str, object]:
-    """The end-to-end packed IQL run (5 seeds, compiled) on a freshly generated local:hopper-medium."""
-    env = {**os.environ, "O2O_DATA_DIR": str(out / "data"), "PYTHONPATH": str(ROOT)}
-    t = time.perf_counter()
-    gen = subprocess.run([sys.executable, "-m", "o2o.generate", "one", "local:hopper-medium", "--size", str(size)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(deadline - time.time(), 1))
+def run_env(out: Path) -> dict[str, str]:
+    return {**os.environ, "O2O_DATA_DIR": str(out / "data"), "PYTHONPATH": str(ROOT)}
+
+
+def start_generation(size: int, out: Path) -> tuple[subprocess.Popen, float]:
+    """Generate local:hopper-medium in the background (CPU work, while the timings use the GPU)."""
+    cmd = [sys.executable, "-m", "o2o.generate", "one", "local:hopper-medium", "--size", str(size)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=run_env(out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True), time.time()
+
+
+def packed_run(steps: int, size: int, device: str, out: Path, deadline: float,
+               generation: tuple[subprocess.Popen, float]) -> dict[str, object]:
+    """The end-to-end packed IQL run (5 seeds, compiled) on the local:hopper-medium that `generation` makes; the
+    run is killed at `deadline` (a time.time() value), and its records then show how far each seed got."""
+    env = run_env(out)
+    gen, t = generation
+    try:
+        log, _ = gen.communicate(timeout=max(deadline - time.time(), 1))
+    except subprocess.TimeoutExpired:
+        gen.kill()
+        raise RuntimeError("o2o.generate did not finish before the deadline") from None
     if gen.returncode != 0:
-        raise RuntimeError(f"o2o.generate exit {gen.returncode}: {(gen.stdout + gen.stderr).strip()[-300:]}")
-    generate_s = time.perf_counter() - t
+        raise RuntimeError(f"o2o.generate exit {gen.returncode}: {log.strip()[-300:]}")
+    made = [f.stat().st_mtime for f in (out / "data").rglob("*") if f.is_file()]
+    generate_s = max(made) - t if made else float("nan")  # the file's own time: the wait above is not generation
     run_dir = out / "iql-packed"
     cmd = [sys.executable, "baselines/iql.py", "--dataset", "local:hopper-medium", "--seeds", "0,1,2,3,4",
            "--offline-steps", str(steps), "--eval-every", str(max(steps // 10, 1)), "--log-every",
            str(max(steps // 10, 1)), "--checkpoint-every", str(steps), "--compile", "true", "--device", device,
            "--out", str(run_dir)]
     t = time.perf_counter()
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=max(deadline - time.time(), 1))
+    try:
+        res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=max(deadline - time.time(), 1))
+        returncode, log = res.returncode, res.stdout + res.stderr
+    except subprocess.TimeoutExpired as e:  # killed at the deadline: each seed's records show how far it got
+        returncode = "timeout"
+        log = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr))
     wall = time.perf_counter() - t
     seeds = []
     for s in range(5):
         p = run_dir / f"seed{s}" / "summary.json"
         if p.exists():
             sm = json.loads(p.read_text())
-            seeds.append({"seed": s, "status": sm["status"], "last_score": sm["last_score"],
-                          "n_evals": sm["n_evals"], "updates_per_s": sm["extra"].get("offline_updates_per_s")})
-    return {"command": " ".join(cmd[1:]), "returncode": res.returncode, "wall_s": wall, "generate_s": generate_s,
-            "dataset_size": size, "seeds": seeds, "log_tail": (res.stdout + res.stderr)[-2000:]}
+            seeds.append({"seed": s, "status": sm["status"], "last_score": sm["last_score"], "steps": sm["steps"],
+                          "n_evals": sm["n_evals"],
+                          "updates_per_s": (sm.get("extra") or {}).get("offline_updates_per_s")})
+    return {"command": " ".join(cmd[1:]), "returncode": returncode, "wall_s": wall, "generate_s": generate_s,
+            "dataset_size": size, "seeds": seeds, "log_tail": log[-2000:]}
 
 
 def device_name(device: torch.device) -> str:
@@ -156,13 +186,13 @@ def write_report(results: list[dict], run: dict | None, skipped: list[str], args
              "stream and both update; the column gives the largest relative difference of any metric (tolerance "
              f"{CHECK_TOLERANCE:.0e}: Inductor reorders float operations, so the last bits differ; a graph that read "
              "anything but the live state would differ by order one).", "",
-             "| algorithm | mode | seeds | s per 1M updates per seed | wall vs S = 1 (same mode) | warm-up s | "
-             "vs eager, one update from one state |",
-             "|---|---|---|---|---|---|---|"]
+             "| algorithm | mode | seeds | timed updates | s per 1M updates per seed | wall vs S = 1 (same mode) | "
+             "warm-up s | vs eager, one update from one state |",
+             "|---|---|---|---|---|---|---|---|"]
     timed = [r for r in results if "error" not in r]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['algo']} | {r['mode']} | {r['seeds']} | failed: {r['error']} | – | – | – |")
+            lines.append(f"| {r['algo']} | {r['mode']} | {r['seeds']} | – | failed: {r['error']} | – | – | – |")
             continue
         base = next((b for b in timed if b["algo"] == r["algo"] and b["mode"] == r["mode"] and b["seeds"] == 1),
                     None)
@@ -171,21 +201,23 @@ def write_report(results: list[dict], run: dict | None, skipped: list[str], args
         check = r.get("vs_eager") or {}
         vs = "–" if not check else f"{check['max_rel_diff']:.1e}" + (
             "" if check["max_rel_diff"] <= CHECK_TOLERANCE else " (over tolerance!)")
-        lines.append(f"| {r['algo']} | {r['mode']} | {r['seeds']} | {r['s_per_1M_per_seed']:.0f}{flag} | {rel} | "
-                     f"{r['warmup_s']:.0f} | {vs} |")
+        lines.append(f"| {r['algo']} | {r['mode']} | {r['seeds']} | {r['updates']} | "
+                     f"{r['s_per_1M_per_seed']:.0f}{flag} | {rel} | {r['warmup_s']:.0f} | {vs} |")
     if skipped:
         lines += ["", "Not run (time budget): " + ", ".join(skipped) + "."]
     if run is not None and "error" in run:
         lines += ["", "## Packed IQL run (5 seeds, compiled) end to end", "", f"Failed: {run['error']}"]
     elif run is not None:
         lines += ["", "## Packed IQL run (5 seeds, compiled) end to end", "",
-                  f"`{run['command']}` on local:hopper-medium ({run['dataset_size']} transitions, generated in "
-                  f"{run['generate_s']:.0f} s): exit {run['returncode']}, {run['wall_s']:.0f} s wall including "
-                  "evaluations.", "", "| seed | status | last score | evaluations | updates/s of the pack |",
-                  "|---|---|---|---|---|"]
+                  f"`{run['command']}` on local:hopper-medium ({run['dataset_size']} transitions, generated in the "
+                  f"background in {run['generate_s']:.0f} s): exit {run['returncode']}, {run['wall_s']:.0f} s wall "
+                  "including evaluations.", "",
+                  "| seed | status | updates | last score | evaluations | updates/s of the pack |",
+                  "|---|---|---|---|---|---|"]
         for s in run["seeds"]:
             score = "–" if s["last_score"] is None else f"{s['last_score']:.1f}"
-            lines.append(f"| {s['seed']} | {s['status']} | {score} | {s['n_evals']} | {s['updates_per_s']} |")
+            lines.append(f"| {s['seed']} | {s['status']} | {s['steps']} | {score} | {s['n_evals']} | "
+                         f"{s['updates_per_s'] or '–'} |")
     out.mkdir(parents=True, exist_ok=True)
     md, js, png = out / f"gpu-{slug}.md", out / f"gpu-{slug}.json", out / f"gpu-{slug}.png"
     md.write_text("\n".join(lines) + "\n")
@@ -221,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--check-updates", type=int, default=CHECK_UPDATES,
                    help="updates of each compiled configuration checked against eager before timing (0: none)")
-    p.add_argument("--budget-s", type=float, default=460.0, help="stop starting new work after this many seconds")
+    p.add_argument("--budget-s", type=float, default=460.0,
+                   help="the whole script's time: the timings stop 220 s before it (a configuration started "
+                        "earlier is timed on fewer updates), and the packed run is killed at it")
     p.add_argument("--out", default="results/bench")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -242,34 +276,41 @@ def main(argv: list[str] | None = None) -> int:
         return files
 
     reserve = 220.0  # seconds kept for the packed run (compile, 100k updates, evaluations)
-    for algo in ALGOS:
-        for mode, seeds, compiled in CONFIGS:
-            label = f"{algo} {mode} S={seeds}"
-            if time.time() > deadline - reserve:
-                skipped.append(label)
-                continue
-            try:
-                r = time_config(algo, seeds, compiled, args.updates, device, args.check_updates)
-                print(f"[bench-gpu] {label}: {r['s_per_1M_per_seed']:.0f} s per 1M updates per seed "
-                      f"(warm-up {r['warmup_s']:.0f} s)", flush=True)
-            except Exception as e:  # recorded, and the next configuration runs: the device is lent once
-                r = {"algo": algo, "mode": mode, "seeds": seeds, "error": error_line(e)}
-                print(f"[bench-gpu] {label}: failed: {r['error']}", flush=True)
-            results.append(r)
-            torch._dynamo.reset()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            report()
     with tempfile.TemporaryDirectory(prefix="o2o-bench-gpu-") as tmp:
-        if time.time() < deadline:
-            try:
-                run = packed_run(args.run_steps, args.dataset_size, args.device, Path(tmp), deadline + reserve)
-                print(f"[bench-gpu] packed IQL run: exit {run['returncode']}, {run['wall_s']:.0f} s", flush=True)
-            except Exception as e:  # a timeout or a failed dataset generation
-                run = {"error": error_line(e)}
-                print(f"[bench-gpu] packed IQL run: failed: {run['error']}", flush=True)
-        else:
-            skipped.append("packed IQL run")
+        generation = start_generation(args.dataset_size, Path(tmp))
+        try:
+            for algo in ALGOS:
+                for mode, seeds, compiled in CONFIGS:
+                    label = f"{algo} {mode} S={seeds}"
+                    if time.time() > deadline - reserve:
+                        skipped.append(label)
+                        continue
+                    try:
+                        r = time_config(algo, seeds, compiled, args.updates, device, args.check_updates,
+                                        stop_at=deadline - reserve)
+                        cut = f", cut to {r['updates']} updates by the deadline" if r["updates"] < args.updates else ""
+                        print(f"[bench-gpu] {label}: {r['s_per_1M_per_seed']:.0f} s per 1M updates per seed "
+                              f"(warm-up {r['warmup_s']:.0f} s{cut})", flush=True)
+                    except Exception as e:  # recorded, and the next configuration runs: the device is lent once
+                        r = {"algo": algo, "mode": mode, "seeds": seeds, "error": error_line(e)}
+                        print(f"[bench-gpu] {label}: failed: {r['error']}", flush=True)
+                    results.append(r)
+                    torch._dynamo.reset()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    report()
+            if deadline - time.time() > 60:
+                try:
+                    run = packed_run(args.run_steps, args.dataset_size, args.device, Path(tmp), deadline, generation)
+                    print(f"[bench-gpu] packed IQL run: exit {run['returncode']}, {run['wall_s']:.0f} s", flush=True)
+                except Exception as e:  # a failed dataset generation
+                    run = {"error": error_line(e)}
+                    print(f"[bench-gpu] packed IQL run: failed: {run['error']}", flush=True)
+            else:
+                skipped.append("packed IQL run")
+        finally:
+            if generation[0].poll() is None:
+                generation[0].kill()
     files = report()
     print("[bench-gpu] wrote " + ", ".join(str(f) for f in files), flush=True)
     failed = any("error" in r or not r["finite"] or (r["vs_eager"] and r["vs_eager"]["max_rel_diff"] > CHECK_TOLERANCE)
