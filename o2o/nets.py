@@ -65,12 +65,13 @@ def block_view(param: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 class NarrowMatmul(torch.autograd.Function):
     """x (M, B, in) · wᵀ + b for a weight stored in nn.Linear's layout, w (M, cols, in), with the weight gradient
-    computed as gᵀ·x (M, cols, in) rather than xᵀ·g (M, in, cols).
+    computed as gᵀ·x (M, cols, in) rather than xᵀ·g (M, in, cols), autograd's order for baddbmm.
 
-    On a CPU (MKL) a batched matmul whose result has few columns (2 to 8) runs 3 to 7 times slower than the same
-    products with the narrow operand transposed; autograd's baddbmm backward produces the (in, cols) gradient, so a
-    narrow layer (a critic's or value head, a locomotion actor's mean) cost more than its 256 × 256 hidden layers.
-    Both orders are exact at any M: a member's numbers never depend on the other members (tests/test_engine.py).
+    MKL's batched matmuls whose result has few columns (2 to 8) run several times slower than the same products with
+    the narrow operand transposed, so on a CPU the xᵀ·g gradient of a narrow layer (a critic's or value head, a
+    locomotion actor's mean) can cost more than its 256 × 256 hidden layers. Whether that outweighs this Function's
+    Python cost depends on the processor (`narrow_matmul_pays`). Both orders are exact at any M: a member's numbers
+    never depend on the other members (tests/test_engine.py).
     """
 
     @staticmethod
@@ -87,7 +88,35 @@ class NarrowMatmul(torch.autograd.Function):
                 grad.sum(1, keepdim=True) if need_b else None)
 
 
-NARROW = 16  # a layer of fewer output columns is stored (M, cols, in) and runs as NarrowMatmul (MKL's narrow GEMMs)
+NARROW = 16  # a layer of fewer output columns is stored (M, cols, in), nn.Linear's layout
+
+
+def cpu_vendor() -> str:
+    """The processor's vendor id (GenuineIntel, AuthenticAMD, ...; '' where /proc/cpuinfo does not say)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def narrow_matmul_pays(vendor: str | None = None, mkl: bool | None = None) -> bool:
+    """Whether a CPU run computes narrow layers' weight gradients with NarrowMatmul: where torch's BLAS is MKL on an
+    AMD processor (this machine's by default). Elsewhere (other processors, other BLAS, CUDA) autograd's own order.
+
+    Both processors measured so far run MKL's xᵀ·g several times slower than gᵀ·x, but only on the AMD EPYC does the
+    difference outweigh the Function's Python cost: there the single-seed updates run faster with it, on the Intel
+    Xeon slower, with the same numbers (README, Benchmarks; benchmarks/bench_engine.py::test_narrow_matmul_choice).
+    """
+    vendor = cpu_vendor() if vendor is None else vendor
+    mkl = torch.backends.mkl.is_available() if mkl is None else mkl
+    return mkl and vendor == "AuthenticAMD"
+
+
+NARROW_MATMUL = narrow_matmul_pays()  # this process's choice for narrow layers with a weight gradient on a CPU
 
 
 class EnsembleLinear(nn.Module):
@@ -97,10 +126,11 @@ class EnsembleLinear(nn.Module):
     when their size is a whole number of MEMBER_PAD elements, else flat and padded to one, so the fused optimisers
     run every member's values through the same vectorised code whatever M is and a seed gets bit-identical updates
     alone and packed (their tail loops round differently). The weight block is (in, cols), or (cols, in), nn.Linear's
-    layout, for a narrow layer (cols < NARROW, run as NarrowMatmul). cols = out, except for a scalar head (out = 1):
-    batched GEMV kernels round differently for 1 and M members, so a head is stored with a second output of zeros and
-    runs as a 2-column GEMM (exact at any M) whose first column is kept; no gradient reaches the zero column, so it
-    stays zero. `weight` (M, in, out) and `bias` (M, 1, out) are views of the real values whatever the layout.
+    layout, for a narrow layer (cols < NARROW; its weight gradient by NarrowMatmul where that pays). cols = out, except
+    for a scalar head (out = 1): batched GEMV kernels round differently for 1 and M members, so a head is stored with
+    a second output of zeros and runs as a 2-column GEMM (exact at any M) whose first column is kept; no gradient
+    reaches the zero column, so it stays zero. `weight` (M, in, out) and `bias` (M, 1, out) are views of the real
+    values whatever the layout.
     """
 
     def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
@@ -170,7 +200,11 @@ class EnsembleLinear(nn.Module):
             w, b = w.detach(), b.detach()
         if rows is not None:
             w, b = w[rows], b[rows]
-        return self.columns(NarrowMatmul.apply(x, w, b) if self.narrow else torch.baddbmm(b, x, w))
+        if not self.narrow:
+            return torch.baddbmm(b, x, w)
+        if NARROW_MATMUL and w.requires_grad and torch.is_grad_enabled() and x.device.type == "cpu":
+            return self.columns(NarrowMatmul.apply(x, w, b))
+        return self.columns(torch.baddbmm(b, x, w.transpose(1, 2)))  # NarrowMatmul's forward, autograd's backward
 
 
 class MLP(nn.Module):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from o2o import loop
+from o2o import loop, nets
 from o2o.buffer import ReplayBuffer
 from o2o.evaluation import evaluate, evaluate_members
 from o2o.nets import MLP, EnsembleLinear, TwinQ, block_view, clip_grad_norm_per_member, join_members, split_members
@@ -130,11 +130,14 @@ def test_scalar_head_storage_keeps_its_zero_column():
     assert torch.any(layer.weight_store[:, 0] != 0)
 
 
-@pytest.mark.parametrize("out", [1, 6, 15, 16, 40])  # narrow (NarrowMatmul, (cols, in) blocks) and wide layers
-def test_ensemble_linear_matches_a_linear_per_member_forward_and_backward(out):
+@pytest.mark.parametrize("narrow_matmul", [True, False])  # a narrow layer's weight gradient: NarrowMatmul, autograd's
+@pytest.mark.parametrize("out", [1, 6, 15, 16, 40])  # narrow ((cols, in) blocks) and wide layers
+def test_ensemble_linear_matches_a_linear_per_member_forward_and_backward(out, narrow_matmul, monkeypatch):
     """Each member's output and gradients (input, weight, bias; with `detach`, the input's only) equal those of an
     nn.Linear holding its weights (float64, so the comparison is exact up to rounding), and a member's numbers are
-    bit-identical alone and among 5 (the layer's two matmul forms are exact at any M)."""
+    bit-identical alone and among 5 (the layer's matmul forms are exact at any M), with a narrow layer's weight
+    gradient from NarrowMatmul or from autograd (o2o.nets.NARROW_MATMUL, whichever this processor uses)."""
+    monkeypatch.setattr(nets, "NARROW_MATMUL", narrow_matmul)
     torch.manual_seed(0)
     layer = EnsembleLinear(5, 24, out).double()
     with torch.no_grad():
@@ -171,6 +174,48 @@ def test_ensemble_linear_matches_a_linear_per_member_forward_and_backward(out):
     assert torch.equal(ys[2:3], y2) and torch.equal(xs.grad[2:3], x2.grad)
     assert torch.equal(pack.weight_store.grad[2:3], alone.weight_store.grad)
     assert torch.equal(pack.bias_store.grad[2:3], alone.bias_store.grad)
+
+
+@pytest.mark.parametrize("out", [1, 6])
+def test_narrow_layer_runs_narrow_matmul_only_for_a_weight_gradient(out, monkeypatch):
+    """Where NarrowMatmul is used (o2o.nets.NARROW_MATMUL), it is used only when the weight gets a gradient: a
+    forward without gradient, or with `detach` (the input's gradient only), takes the same baddbmm and gives the same
+    bits as NarrowMatmul itself; with NARROW_MATMUL off every forward is autograd's (the control)."""
+    layer = EnsembleLinear(3, 64, out)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    x = torch.randn(3, 128, 64, requires_grad=True)
+    g = torch.randn(3, 128, out)
+    w, b = layer.stored()
+    ref = layer.columns(nets.NarrowMatmul.apply(x, w.detach(), b.detach()))
+    ref.backward(g)
+    ref_grad, x.grad = x.grad.clone(), None
+
+    def product(y: torch.Tensor) -> str:  # the autograd node of the layer's product (a head's column slice follows it)
+        node = y.grad_fn
+        return type(node.next_functions[0][0] if layer.cols != layer.out_dim else node).__name__
+
+    for on in (True, False):
+        monkeypatch.setattr(nets, "NARROW_MATMUL", on)
+        assert product(layer(x)) == ("NarrowMatmulBackward" if on else "BaddbmmBackward0")
+        with torch.no_grad():
+            assert torch.equal(layer(x), ref)
+        y = layer(x, detach=True)
+        assert product(y) == "BaddbmmBackward0"
+        y.backward(g)
+        assert torch.equal(y, ref) and torch.equal(x.grad, ref_grad)
+        x.grad = None
+
+
+def test_narrow_matmul_is_chosen_for_mkl_on_amd_only():
+    """NarrowMatmul where torch's BLAS is MKL on an AMD processor (measured: it pays there, not on an Intel Xeon),
+    autograd's order elsewhere; the vendor comes from /proc/cpuinfo."""
+    assert nets.narrow_matmul_pays("AuthenticAMD", True)
+    assert not nets.narrow_matmul_pays("GenuineIntel", True)
+    assert not nets.narrow_matmul_pays("AuthenticAMD", False) and not nets.narrow_matmul_pays("", True)
+    if Path("/proc/cpuinfo").exists():
+        assert nets.cpu_vendor() in Path("/proc/cpuinfo").read_text()
 
 
 @pytest.mark.parametrize("hidden", [64, 20])  # the head's (hidden, 2) block: stored 3-D, or flat and padded
