@@ -8,9 +8,10 @@ included). One torch thread on a CPU by default; O2O_BENCH_DEVICE=cuda times a G
 - `test_packing_gain[algo]`: in one run, interleaved blocks of S = 1 and S = 5 (eager, and compiled unless
   O2O_BENCH_COMPILE=0) and of the pre-engine file (from git, see benchmarks/legacy.py); prints seed-updates/s of
   each, the split of an eager update into a shared part and a per-seed part (with the gain that split allows any
-  number of seeds, and the matrix products' share of the time), and checks the targets: S = 5 reaches
-  ≥ 1.2× the seed-updates/s of S = 1 (CPU, one thread, eager), and the single-seed update is no slower than the
-  pre-engine one (within NOISE, the run-to-run spread of this shared machine).
+  number of seeds, the matrix products' share of the time, and each seed's operator time at S = 1 and 5, products
+  and the rest), and checks the targets: S = 5 reaches ≥ 1.2× the seed-updates/s of S = 1 (CPU, one thread, eager),
+  and the single-seed update is no slower than the pre-engine one (within NOISE, the run-to-run spread of this shared
+  machine).
 - `test_fixed_cost[algo]`: the single-seed update's fixed cost (batch 8) against the pre-engine file, and operators
   per update of each (informational).
 - `test_narrow_layer[out-rows]`: a narrow layer's forward and backward, its weight gradient by o2o.nets.NarrowMatmul
@@ -154,11 +155,12 @@ def profiled(fn: Callable[[], object], calls: int) -> list:
     return list(prof.key_averages())
 
 
-def matmul_share(fn: Callable[[], object], calls: int) -> float:
-    """The share of matrix products (MATMULS) in the operators' own time over `calls` calls of `fn`: on a CPU the
-    part of an update that packing cannot share."""
+def operator_ms(fn: Callable[[], object], calls: int) -> tuple[float, float]:
+    """The operators' own time per call of `fn` (torch.profiler, over `calls` calls), in ms: (matrix products
+    (MATMULS), every other operator). On a CPU the products are the part of an update that packing cannot share."""
     own = {e.key: e.self_cpu_time_total for e in profiled(fn, calls)}
-    return sum(own.get(k, 0.0) for k in MATMULS) / sum(own.values())
+    products = sum(own.get(k, 0.0) for k in MATMULS)
+    return products / calls / 1e3, (sum(own.values()) - products) / calls / 1e3
 
 
 @pytest.mark.parametrize("algo", list(MODULES))
@@ -186,14 +188,18 @@ def test_packing_gain(benchmark, algo: str) -> None:
     gain = med["S=5"] / med["S=1"]
     compiled_gain = med["S=5 compiled"] / med["S=1 compiled"] if COMPILE else None
     fixed, per_seed = fixed_and_per_seed(1 / med["S=1"], 5 / med["S=5"])
-    products = matmul_share(steps["S=5"], {"cql": 1}.get(algo, 5))  # before the printing (the profiler logs)
+    calls = {"cql": 1}.get(algo, 5)  # profiled before the printing (the profiler logs)
+    ops = {k: operator_ms(steps[k], calls) for k in ("S=1", "S=5")}
+    products = ops["S=5"][0] / sum(ops["S=5"])
     line = ", ".join(f"{k} {v:.1f}" for k, v in med.items())
     print(f"\n[{algo} on {DEVICE}] seed-updates/s: {line}; S=5 / S=1 eager = {gain:.2f}", end="")
     if compiled_gain is not None:
         print(f", compiled = {compiled_gain:.2f}", end="")
     limit = (fixed + per_seed) / per_seed  # T(1) / (T(S) / S) as S grows: what packing can give at most
     print(f"; eager update = {fixed * 1e3:.2f} ms shared + {per_seed * 1e3:.2f} ms per seed (any number of seeds "
-          f"gives at most {limit:.2f}x; matrix products {products:.0%} of S=5's operator time)", end="")
+          f"gives at most {limit:.2f}x; matrix products {products:.0%} of S=5's operator time; operator ms per seed, "
+          f"S=1 / S=5: matrix products {ops['S=1'][0]:.2f} / {ops['S=5'][0] / 5:.2f}, others {ops['S=1'][1]:.2f} / "
+          f"{ops['S=5'][1] / 5:.2f})", end="")
     faults = {k: page_faults(steps[k], 2) for k in ("S=1", "S=5")}
     print(f"; page faults per update S=1 {faults['S=1']:.0f}, S=5 {faults['S=5']:.0f} (freed memory retained: "
           f"{RETAINED})", end="")
@@ -202,7 +208,7 @@ def test_packing_gain(benchmark, algo: str) -> None:
     print()
     benchmark.extra_info.update({k: v for k, v in med.items()}, gain=gain, compiled_gain=compiled_gain,
                                 shared_ms=fixed * 1e3, per_seed_ms=per_seed * 1e3, gain_limit=limit,
-                                matmul_share=products, page_faults=faults)
+                                matmul_share=products, operator_ms=ops, page_faults=faults)
     benchmark.pedantic(lambda: None, rounds=1)  # the numbers are above; this registers the row
     if DEVICE.type == "cpu":
         assert gain >= PACK_TARGET, f"{algo}: S=5 gives {gain:.2f}x the seed-updates/s of S=1 (target {PACK_TARGET})"
