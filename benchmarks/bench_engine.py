@@ -357,7 +357,7 @@ def test_narrow_matmul_choice(benchmark, algo: str) -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     last = {k: fn() for k, fn in steps.items()}
     same = all(torch.equal(last["NarrowMatmul"][m], last["autograd"][m]) for m in last["autograd"])
-    chosen = "NarrowMatmul" if nets.narrow_matmul_pays() and DEVICE.type == "cpu" else "autograd"
+    chosen = "NarrowMatmul" if nets.NARROW_MATMUL and DEVICE.type == "cpu" else "autograd"  # as EnsembleLinear
     other = "autograd" if chosen == "NarrowMatmul" else "NarrowMatmul"
     print(f"\n[{algo} on {DEVICE}, S=1, CPU vendor {nets.cpu_vendor() or 'unknown'}] updates/s: NarrowMatmul "
           f"{med['NarrowMatmul']:.1f}, autograd's order {med['autograd']:.1f}; this machine uses {chosen} "
