@@ -290,28 +290,39 @@ def test_retained_memory(benchmark, algo: str) -> None:
     benchmark.pedantic(lambda: None, rounds=1)
 
 
+def with_narrow_matmul(fn: Callable[[], object], on: bool) -> Callable[[], object]:
+    """`fn` run with o2o.nets.NARROW_MATMUL set to `on` (narrow layers' weight gradient by NarrowMatmul or by
+    autograd), the process's choice restored after each call."""
+    from o2o import nets
+
+    def run() -> object:
+        saved, nets.NARROW_MATMUL = nets.NARROW_MATMUL, on
+        try:
+            return fn()
+        finally:
+            nets.NARROW_MATMUL = saved
+    return run
+
+
 @pytest.mark.parametrize("rows", [256, 2560])  # a batch; CQL's 10 sampled actions per state of a batch
 @pytest.mark.parametrize("out", [1, 6])  # a critic's or value head (2 stored outputs); a HalfCheetah actor's mean
 def test_narrow_layer(benchmark, out: int, rows: int) -> None:
     """A narrow layer's forward and backward (input, weight and bias gradients) for twin critics of one seed (M = 2,
-    256 inputs), its weight gradient by o2o.nets.NarrowMatmul (gᵀ·x) against autograd's order (xᵀ·g), in
-    interleaved blocks of one run. Informational: the layer alone leaves out what decides the choice in an update
-    (test_narrow_matmul_choice checks that)."""
-    from o2o.nets import EnsembleLinear, NarrowMatmul
+    256 inputs) through EnsembleLinear's own forward, its weight gradient by o2o.nets.NarrowMatmul (gᵀ·x) against
+    autograd's order (xᵀ·g), in interleaved blocks of one run. Informational: the layer alone leaves out what decides
+    the choice in an update (test_narrow_matmul_choice checks that)."""
+    from o2o.nets import EnsembleLinear
 
     layer = EnsembleLinear(2, 256, out).to(DEVICE)
     assert layer.narrow
     x = torch.randn(2, rows, 256, device=DEVICE, requires_grad=True)
     grad = torch.randn(2, rows, out, device=DEVICE)
 
-    def narrow() -> None:
-        layer.columns(NarrowMatmul.apply(x, *layer.stored())).backward(grad)
+    def forward_backward() -> None:
+        layer(x).backward(grad)
 
-    def autograd() -> None:
-        w, b = layer.stored()
-        layer.columns(torch.baddbmm(b, x, w.transpose(1, 2))).backward(grad)
-
-    steps = {"NarrowMatmul": synced(narrow), "autograd": synced(autograd)}
+    steps = {k: synced(with_narrow_matmul(forward_backward, on)) for k, on in (("NarrowMatmul", True),
+                                                                                 ("autograd", False))}
     n = max(2, 20_000 // rows)
     for fn in steps.values():
         rate(fn, n)
@@ -335,18 +346,7 @@ def test_narrow_matmul_choice(benchmark, algo: str) -> None:
     agents' metrics are still bit-identical at the end."""
     from o2o import nets
 
-    def with_choice(on: bool) -> Callable[[], dict[str, torch.Tensor]]:
-        step = engine_step(algo, 1)
-
-        def run() -> dict[str, torch.Tensor]:
-            saved, nets.NARROW_MATMUL = nets.NARROW_MATMUL, on
-            try:
-                return step()
-            finally:
-                nets.NARROW_MATMUL = saved
-        return run
-
-    steps = {"NarrowMatmul": with_choice(True), "autograd": with_choice(False)}
+    steps = {k: with_narrow_matmul(engine_step(algo, 1), on) for k, on in (("NarrowMatmul", True), ("autograd", False))}
     warm, blocks, per_block = 3, 9, 15
     for fn in steps.values():
         rate(fn, warm)
